@@ -1,0 +1,143 @@
+"""``restore()``: one image from file (or array) to restored picture, the same path the CLI takes."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import Loss, Preset, Task, resolve_preset, with_overrides
+from .degradations import Observation
+from .device import resolve_device
+from .errors import InputError, UsageError
+from .fit import FitResult, Step, fit
+from .io import Picture, read_image, read_mask
+from .metrics import psnr, ssim
+
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+
+
+def choose_task(task: Task | str, *, has_mask: bool, source: Path | None) -> Task:
+    """``auto``: inpaint when a mask is given, JPEG artifacts for a .jpg input, denoising otherwise."""
+    if task != "auto":
+        try:
+            task = Task(task)
+        except ValueError:
+            raise UsageError(f"unknown task {task!r}; choose auto, denoise, inpaint or jpeg") from None
+        if task is Task.inpaint and not has_mask:
+            raise UsageError("--task inpaint needs --mask MASK (white = known pixels)")
+        if task is not Task.inpaint and has_mask:
+            raise UsageError(f"--mask only applies to --task inpaint, not {task.value}")
+        return task
+    if has_mask:
+        return Task.inpaint
+    if source is not None and source.suffix.lower() in JPEG_SUFFIXES:
+        return Task.jpeg
+    return Task.denoise
+
+
+@dataclass
+class Restoration:
+    picture: Picture  # the restored image, with the input's alpha, bit depth and colour profile
+    result: FitResult
+    task: Task
+    preset: Preset
+    seed: int
+    device: torch.device
+    metrics: dict[str, float]  # psnr / ssim / input_psnr / input_ssim when a reference was given
+
+    def record(self) -> dict:
+        """Everything needed to reproduce and judge the run, as plain JSON-able values."""
+        return {
+            "task": self.task.value,
+            "iterations": self.result.iterations,
+            "stop_reason": self.result.stop_reason,
+            "returned": self.result.returned,
+            "seconds": round(self.result.seconds, 3),
+            "device": str(self.device),
+            "seed": self.seed,
+            **{k: round(v, 4) for k, v in self.metrics.items()},
+            "final_loss": self.result.final_loss,
+            "rollbacks": self.result.rollbacks,
+            "preset": self.preset.name,
+            "net": asdict(self.preset.net),
+            "fit": {**asdict(self.preset.fit), "loss": self.preset.fit.loss.value},
+            "versions": {"dip": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "threads": torch.get_num_threads(),
+        }
+
+
+def _load(image: Picture | str | Path) -> Picture:
+    return image if isinstance(image, Picture) else read_image(image)
+
+
+def _check_reference(reference: Picture, picture: Picture) -> None:
+    if reference.size != picture.size:
+        (rw, rh), (w, h) = reference.size, picture.size
+        raise InputError(f"reference is {rw}x{rh} but the input is {w}x{h}; give the clean version of the same image")
+    if reference.channels != picture.channels:
+        raise InputError(
+            f"reference has {reference.channels} channel(s) but the input has {picture.channels}; "
+            "compare gray with gray and colour with colour"
+        )
+
+
+def restore(
+    image: Picture | str | Path,
+    *,
+    task: Task | str = "auto",
+    mask: np.ndarray | str | Path | None = None,
+    mask_invert: bool = False,
+    preset: str = "auto",
+    iterations: int | None = None,
+    lr: float | None = None,
+    loss: Loss | str | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    reference: Picture | str | Path | None = None,
+    stop: Callable[[Step], bool] | None = None,
+    observe: Callable[[Step], None] | None = None,
+) -> Restoration:
+    """Restores one image. ``mask`` is a bool array (H, W) or an image file, True/white = known pixel."""
+    source = image.path if isinstance(image, Picture) else Path(image)
+    task = choose_task(task, has_mask=mask is not None, source=source)
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    chosen = with_overrides(resolve_preset(preset, task, device.type), iterations=iterations, lr=lr, loss=loss)
+
+    picture = _load(image)
+    y = picture.to_tensor()
+    known = None
+    if mask is not None:
+        if isinstance(mask, np.ndarray):
+            if mask.shape != (picture.size[1], picture.size[0]):
+                raise InputError(
+                    f"mask array has shape {mask.shape} but the image is {picture.size[1]}x{picture.size[0]} (HxW)"
+                )
+            known = mask.astype(bool)
+        else:
+            known = read_mask(mask, picture.size, invert=mask_invert)
+    mask_tensor = None if known is None else torch.from_numpy(known.astype(np.float32))[None, None]
+    reference_picture = None
+    if reference is not None:
+        reference_picture = _load(reference)
+        _check_reference(reference_picture, picture)
+
+    result = fit(
+        Observation(y, mask_tensor), chosen.net, chosen.fit, seed=seed, device=device, stop=stop, observe=observe
+    )
+
+    metrics: dict[str, float] = {}
+    if reference_picture is not None:
+        clean = reference_picture.pixels
+        metrics = {
+            "psnr": psnr(result.image, clean),
+            "ssim": ssim(result.image, clean),
+            "input_psnr": psnr(picture.pixels, clean),
+            "input_ssim": ssim(picture.pixels, clean),
+        }
+    return Restoration(picture.with_pixels(result.image), result, task, chosen, seed, device, metrics)

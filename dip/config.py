@@ -1,0 +1,190 @@
+"""Frozen settings for the net and the fit, and the named presets.
+
+Imports nothing heavy: the CLI reads these to build ``--help`` without loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from .errors import UsageError
+
+
+class Task(str, Enum):
+    denoise = "denoise"
+    inpaint = "inpaint"
+    jpeg = "jpeg"
+
+
+class Loss(str, Enum):
+    l2 = "l2"
+    l1 = "l1"
+
+
+def _per_scale(value, n_scales: int, name: str) -> tuple[int, ...]:
+    """A single int means the same at every scale; a sequence must name every scale."""
+    if isinstance(value, int):
+        return (value,) * n_scales
+    value = tuple(int(v) for v in value)
+    if len(value) != n_scales:
+        raise UsageError(f"{name} has {len(value)} entries but the net has {n_scales} scales; give one per scale")
+    return value
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """The encoder-decoder with skip connections of Ulyanov et al.; each field is one choice of the paper's code.
+
+    Channel and kernel fields take one int for every scale or a tuple with one entry per scale (finest first).
+    """
+
+    scales: int = 5
+    channels_down: tuple[int, ...] | int = 128
+    channels_up: tuple[int, ...] | int = 128
+    channels_skip: tuple[int, ...] | int = 4
+    kernel_down: tuple[int, ...] | int = 3
+    kernel_up: tuple[int, ...] | int = 3
+    kernel_skip: int = 1
+    upsample: str = "bilinear"  # or "nearest"
+    input_depth: int = 32
+    input_scale: float = 0.1  # z ~ U(0, 1) * input_scale, drawn once per run
+    extra_1x1_up: bool = True  # the paper's need1x1_up: a 1x1 conv after every decoder 3x3 conv
+    out_channels: int | None = None  # None: the image's channel count
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.scales <= 10:
+            raise UsageError(f"scales must be between 1 and 10, not {self.scales}")
+        for name in ("channels_down", "channels_up", "channels_skip", "kernel_down", "kernel_up"):
+            object.__setattr__(self, name, _per_scale(getattr(self, name), self.scales, name))
+        if min(self.channels_down) < 1 or min(self.channels_up) < 1 or min(self.channels_skip) < 0:
+            raise UsageError("channel counts must be positive (skip channels may be 0: no skip at that scale)")
+        if any(k < 1 or k % 2 == 0 for k in (*self.kernel_down, *self.kernel_up, self.kernel_skip)):
+            raise UsageError("kernel sizes must be odd and positive, so that padding keeps the size")
+        if self.upsample not in ("bilinear", "nearest"):
+            raise UsageError(f"upsample must be 'bilinear' or 'nearest', not {self.upsample!r}")
+        if self.input_depth < 1 or self.input_scale <= 0:
+            raise UsageError("input_depth must be >= 1 and input_scale > 0")
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width are padded to a multiple of this so every stride-2 level halves exactly."""
+        return 2**self.scales
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How the net is fitted: optimiser, input jitter, output averaging, divergence guard."""
+
+    iterations: int = 3000
+    lr: float = 0.01
+    reg_noise_std: float = 1.0 / 30.0  # fresh perturbation of z at every step; 0 turns it off
+    loss: Loss = Loss.l2
+    # Exponential average of the iterates (the paper's exp_weight); None writes the raw iterate.
+    average: float | None = 0.99
+    # Divergence guard: a loss this many times its running average (or non-finite) rolls back and halves lr.
+    jump_factor: float = 4.0
+    max_rollbacks: int = 8
+    guard_every: int = 25  # how often the last good state is copied
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loss", Loss(self.loss))
+        if self.iterations < 1:
+            raise UsageError(f"iterations must be at least 1, not {self.iterations}")
+        if not self.lr > 0:
+            raise UsageError(f"learning rate must be positive, not {self.lr}")
+        if self.reg_noise_std < 0:
+            raise UsageError("reg_noise_std must be >= 0")
+        if self.average is not None and not 0 < self.average < 1:
+            raise UsageError(f"average must be in (0, 1) or None, not {self.average}")
+        if self.jump_factor <= 1 or self.max_rollbacks < 0 or self.guard_every < 1:
+            raise UsageError("jump_factor must be > 1, max_rollbacks >= 0, guard_every >= 1")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    net: NetConfig = field(default_factory=NetConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+
+
+# The paper's per-task settings, from the reference notebooks (see ../shared/data/README.md).
+PAPER_DENOISE = Preset(
+    "paper-denoise",
+    "the paper's denoising net: 5 scales x 128 ch, 4 skip ch, 32-ch input, 3000 steps, output averaging",
+    NetConfig(scales=5, channels_down=128, channels_up=128, channels_skip=4, input_depth=32),
+    FitConfig(iterations=3000, lr=0.01, reg_noise_std=1 / 30, average=0.99),
+)
+PAPER_JPEG = Preset(
+    "paper-jpeg",
+    "the paper's JPEG net: 8->128 ch, skip [0,0,0,4,4], 3-ch input, 2400 steps, output averaging",
+    NetConfig(
+        scales=5,
+        channels_down=(8, 16, 32, 64, 128),
+        channels_up=(8, 16, 32, 64, 128),
+        channels_skip=(0, 0, 0, 4, 4),
+        input_depth=3,
+    ),
+    FitConfig(iterations=2400, lr=0.01, reg_noise_std=1 / 30, average=0.99),
+)
+PAPER_INPAINT = Preset(
+    "paper-inpaint",
+    "the paper's text-inpainting net: 5 x 128 ch with 128 skip ch, nearest upsampling, 6000 steps",
+    NetConfig(scales=5, channels_down=128, channels_up=128, channels_skip=128, upsample="nearest", input_depth=32),
+    FitConfig(iterations=6000, lr=0.01, reg_noise_std=0.03, average=None),
+)
+# A narrow net for CPUs: the paper's nets need about 2 s a step at 256 px on two cores. Chosen to finish a
+# 256 px sample in minutes; issue #7 replaces the choice with one measured by the early-stopping benchmark.
+LIGHT_DENOISE = Preset(
+    "light-denoise",
+    "CPU: 5 scales x 32 ch, 4 skip ch, 16-ch input, 1200 steps, output averaging",
+    NetConfig(scales=5, channels_down=32, channels_up=32, channels_skip=4, input_depth=16),
+    FitConfig(iterations=1200, lr=0.01, reg_noise_std=1 / 30, average=0.99),
+)
+LIGHT_JPEG = Preset(
+    "light-jpeg",
+    "CPU: the paper's JPEG net is already narrow at full resolution; 8->64 ch, 1200 steps, output averaging",
+    NetConfig(
+        scales=5,
+        channels_down=(8, 16, 32, 64, 64),
+        channels_up=(8, 16, 32, 64, 64),
+        channels_skip=(0, 0, 0, 4, 4),
+        input_depth=3,
+    ),
+    FitConfig(iterations=1200, lr=0.01, reg_noise_std=1 / 30, average=0.99),
+)
+LIGHT_INPAINT = Preset(
+    "light-inpaint",
+    "CPU: 5 scales x 32 ch with 32 skip ch, nearest upsampling, 2000 steps",
+    NetConfig(scales=5, channels_down=32, channels_up=32, channels_skip=32, upsample="nearest", input_depth=16),
+    FitConfig(iterations=2000, lr=0.01, reg_noise_std=0.03, average=None),
+)
+
+PRESETS: dict[str, Preset] = {
+    p.name: p for p in (PAPER_DENOISE, PAPER_JPEG, PAPER_INPAINT, LIGHT_DENOISE, LIGHT_JPEG, LIGHT_INPAINT)
+}
+# Short names pick the variant that fits the task: "paper" + inpaint -> "paper-inpaint".
+PRESET_FAMILIES = ("auto", "paper", "light")
+
+
+def resolve_preset(name: str, task: Task, device_type: str) -> Preset:
+    """``auto`` takes the paper's net on a GPU and the light one elsewhere; a family name picks by task."""
+    task = Task(task)
+    if name == "auto":
+        name = "paper" if device_type == "cuda" else "light"
+    if name in ("paper", "light"):
+        name = f"{name}-{task.value}"
+    try:
+        return PRESETS[name]
+    except KeyError:
+        known = ", ".join([*PRESET_FAMILIES, *PRESETS])
+        raise UsageError(f"unknown preset {name!r}; choose one of: {known}") from None
+
+
+def with_overrides(
+    preset: Preset, *, iterations: int | None = None, lr: float | None = None, loss: Loss | str | None = None
+) -> Preset:
+    """A preset with the command line's explicit choices applied; None keeps the preset's value."""
+    changes = {k: v for k, v in (("iterations", iterations), ("lr", lr), ("loss", loss)) if v is not None}
+    return replace(preset, fit=replace(preset.fit, **changes)) if changes else preset

@@ -1,0 +1,96 @@
+"""Forward models y = A(x), the data loss, and the corruptions used to make test images.
+
+Denoising and JPEG restoration observe the image itself (A = identity); inpainting observes the known pixels
+(A = diag(mask)). The makers at the bottom work on float arrays (H, W, C) in [0, 1] and are what ``dip degrade``
+runs.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import Loss
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the fit sees: the corrupted image ``y`` (1, C, H, W) and, for inpainting, ``mask`` (1, 1, H, W).
+
+    The mask is 1 at known pixels and 0 at those to fill in.
+    """
+
+    y: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.mask is None else x * self.mask
+
+    def loss(self, x: torch.Tensor, kind: Loss = Loss.l2) -> torch.Tensor:
+        return data_loss(x, self.y, self.mask, kind)
+
+    def to(self, device: torch.device) -> Observation:
+        mask = None if self.mask is None else self.mask.to(device)
+        return Observation(self.y.to(device), mask)
+
+
+def data_loss(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, kind: Loss = Loss.l2) -> torch.Tensor:
+    """Mean error over the known entries only.
+
+    Dividing by the number of known entries rather than by all of them keeps the gradient scale, and so the
+    useful learning rate, independent of how large the hole is. Unknown pixels of ``y`` do not enter at all.
+    """
+    diff = x - y
+    error = diff.square() if Loss(kind) is Loss.l2 else diff.abs()
+    if mask is None:
+        return error.mean()
+    weights = mask.expand_as(error)
+    # where() rather than a product: y may hold NaN or garbage at unknown pixels, and 0 * NaN is NaN.
+    return torch.where(weights > 0, error, torch.zeros_like(error)).sum() / weights.sum()
+
+
+# --- making corrupted images for experiments -------------------------------------------------------------
+
+
+def add_gaussian_noise(pixels: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Additive white Gaussian noise; ``sigma`` on the 0-255 scale as in the literature (25 means 25/255)."""
+    if not 0 < sigma <= 255:
+        raise UsageError(f"noise sigma is on the 0-255 scale and must be in (0, 255], not {sigma}")
+    noisy = pixels + rng.normal(0.0, sigma / 255.0, size=pixels.shape)
+    return np.clip(noisy, 0.0, 1.0).astype(np.float32)
+
+
+def drop_pixels(pixels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Blacks out a random ``fraction`` of pixel positions (all channels).
+
+    Returns the image and the mask, True where the pixel was kept.
+    """
+    if not 0 < fraction < 1:
+        raise UsageError(f"the fraction of pixels to drop must be strictly between 0 and 1, not {fraction}")
+    known = rng.random(pixels.shape[:2]) >= fraction
+    return (pixels * known[..., None]).astype(np.float32), known
+
+
+def jpeg_bytes(pixels: np.ndarray, quality: int) -> bytes:
+    """The image encoded by Pillow's JPEG codec at ``quality`` (1-95), 4:2:0 chroma as Pillow does by default."""
+    from PIL import Image
+
+    if not 1 <= quality <= 95:
+        raise UsageError(f"JPEG quality must be between 1 and 95, not {quality}")
+    eight_bit = np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    image = Image.fromarray(eight_bit[..., 0] if eight_bit.shape[-1] == 1 else eight_bit)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def jpeg_compress(pixels: np.ndarray, quality: int) -> np.ndarray:
+    """A round trip through the JPEG codec at ``quality``, in memory: the artifacts without the file."""
+    from PIL import Image
+
+    decoded = np.asarray(Image.open(io.BytesIO(jpeg_bytes(pixels, quality))), dtype=np.float32) / 255.0
+    return decoded.reshape(pixels.shape)

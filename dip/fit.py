@@ -1,0 +1,189 @@
+"""The fit: a generator of one ``Step`` per optimiser step, and a driver with plain hooks.
+
+Stopping rules and observers (progress, snapshots) look at the Steps; none of them changes the optimisation.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import FitConfig, NetConfig
+from .degradations import Observation
+from .nets import build_net, crop_to, make_input
+
+
+@dataclass(frozen=True)
+class Step:
+    iteration: int  # steps taken so far, counting this one (1-based)
+    loss: float  # data loss of ``x``, the output of the weights before this step's update
+    x: torch.Tensor  # (1, C, H, W), detached
+    average: torch.Tensor | None  # exponential average of the iterates up to this one, if configured
+    lr: float
+    rollbacks: int  # divergence rollbacks so far
+
+
+class Diverged(RuntimeError):
+    """The loss kept blowing up after ``max_rollbacks`` rollbacks with halved learning rates."""
+
+
+class _Guard:
+    """Keeps a recent healthy copy of the weights and optimiser state, and puts it back when the loss explodes.
+
+    The paper's reference code backtracks only when it can read a PSNR and copies the weights in a way that
+    does nothing on the CPU; this works from the loss alone, on any device.
+    """
+
+    def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: FitConfig) -> None:
+        self.net, self.optimizer, self.cfg = net, optimizer, cfg
+        self.loss_average: float | None = None
+        self.rollbacks = 0
+        self._save()
+
+    def _save(self) -> None:
+        self._weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        self._optimizer_state = copy.deepcopy(self.optimizer.state_dict())
+
+    def healthy(self, iteration: int, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return False
+        # Compared with a running average, not the last value: with input jitter single losses wobble.
+        jumped = (
+            self.loss_average is not None
+            and iteration > self.cfg.guard_every
+            and loss > self.cfg.jump_factor * self.loss_average
+        )
+        return not jumped
+
+    def accept(self, iteration: int, loss: float) -> None:
+        self.loss_average = loss if self.loss_average is None else 0.9 * self.loss_average + 0.1 * loss
+        if iteration % self.cfg.guard_every == 0:
+            self._save()
+
+    def roll_back(self) -> float:
+        self.rollbacks += 1
+        if self.rollbacks > self.cfg.max_rollbacks:
+            raise Diverged(f"the loss diverged {self.rollbacks} times despite halving the learning rate")
+        lr = self.optimizer.param_groups[0]["lr"] / 2
+        self.net.load_state_dict(self._weights)
+        self.optimizer.load_state_dict(self._optimizer_state)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+
+def iterate(
+    observation: Observation,
+    net: torch.nn.Module,
+    z: torch.Tensor,
+    cfg: FitConfig,
+    *,
+    generator: torch.Generator,
+) -> Iterator[Step]:
+    """Fits ``net`` so that ``A(net(z))`` matches the observation; yields after every step, up to ``cfg.iterations``.
+
+    ``generator`` draws the per-step jitter of ``z`` and must live on ``z``'s device.
+    """
+    height, width = observation.y.shape[-2:]
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    guard = _Guard(net, optimizer, cfg)
+    average: torch.Tensor | None = None
+    net.train()
+    for iteration in range(1, cfg.iterations + 1):
+        net_input = z
+        if cfg.reg_noise_std > 0:
+            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            net_input = z + cfg.reg_noise_std * noise
+        optimizer.zero_grad(set_to_none=True)
+        x = crop_to(net(net_input), height, width)
+        loss = observation.loss(x, cfg.loss)
+        loss_value = loss.item()
+        if not guard.healthy(iteration, loss_value):
+            guard.roll_back()
+            continue
+        loss.backward()
+        optimizer.step()
+        guard.accept(iteration, loss_value)
+        x = x.detach()
+        if cfg.average is not None:
+            average = x if average is None else average * cfg.average + x * (1 - cfg.average)
+        yield Step(iteration, loss_value, x, average, optimizer.param_groups[0]["lr"], guard.rollbacks)
+
+
+@dataclass
+class FitResult:
+    image: torch.Tensor  # (1, C, H, W) on the CPU: what the run returns
+    returned: str  # which image that is, in words, e.g. "average of iterates 1-1200 (weight 0.99)"
+    iterations: int  # steps run
+    stop_reason: str  # "iterations" | "stopped" | "interrupted" | "diverged"
+    rollbacks: int
+    seconds: float
+    final_loss: float
+    losses: list[float] = field(repr=False, default_factory=list)
+
+
+def fit(
+    observation: Observation,
+    net_cfg: NetConfig,
+    fit_cfg: FitConfig,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    stop: Callable[[Step], bool] | None = None,
+    observe: Callable[[Step], None] | None = None,
+) -> FitResult:
+    """Runs the fit and returns the image it settles on. One ``seed`` fixes the weights, ``z`` and the jitter.
+
+    ``stop(step)`` returning True ends the run after that step; ``observe(step)`` sees every step. Ctrl-C ends
+    the run too and still returns the image so far.
+    """
+    device = torch.device(device)
+    channels, height, width = observation.y.shape[-3:]
+    net = build_net(net_cfg, net_cfg.out_channels or channels, seed=seed).to(device)
+    z = make_input(net_cfg, height, width, generator=torch.Generator().manual_seed(seed)).to(device)
+    jitter = torch.Generator(device=device).manual_seed(seed + 1)
+    observation = observation.to(device)
+
+    last: Step | None = None
+    losses: list[float] = []
+    reason = "iterations"
+    started = time.perf_counter()
+    try:
+        for step in iterate(observation, net, z, fit_cfg, generator=jitter):
+            last = step
+            losses.append(step.loss)
+            if observe is not None:
+                observe(step)
+            if stop is not None and stop(step):
+                reason = "stopped"
+                break
+    except KeyboardInterrupt:
+        if last is None:
+            raise
+        reason = "interrupted"
+    except Diverged:
+        if last is None:
+            raise
+        reason = "diverged"
+    seconds = time.perf_counter() - started
+
+    if last.average is not None:
+        image = last.average
+        returned = f"average of iterates 1-{last.iteration} (weight {fit_cfg.average})"
+    else:
+        image, returned = last.x, f"iterate {last.iteration}"
+    return FitResult(
+        image=image.float().cpu(),
+        returned=returned,
+        iterations=last.iteration,
+        stop_reason=reason,
+        rollbacks=last.rollbacks,
+        seconds=seconds,
+        final_loss=last.loss,
+        losses=losses,
+    )

@@ -1,0 +1,65 @@
+"""Makes the sample images from photographs that ship inside scikit-image, with their corrupted versions.
+
+    python samples/make_samples.py
+
+Deterministic: the same files every time (fixed crops, seeds and Pillow's built-in font).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from skimage import data, transform
+
+from dip.degradations import add_gaussian_noise, jpeg_bytes
+from dip.io import Picture, write_image
+
+HERE = Path(__file__).resolve().parent
+SIZE = 192
+
+
+def _square(image: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
+    crop = image[top : top + side, left : left + side].astype(np.float32) / 255.0
+    return transform.resize(crop, (SIZE, SIZE), anti_aliasing=True).astype(np.float32)
+
+
+def _picture(pixels: np.ndarray) -> Picture:
+    return Picture(pixels, None, 8, "RGB", None)
+
+
+def _text_mask(seed: int) -> np.ndarray:
+    """Captions and scratches drawn over the image: True = known pixel."""
+    canvas = Image.new("L", (SIZE, SIZE), 255)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=18)
+    for row, words in enumerate(["Deep Image", "Prior 2018", "no training", "data needed"]):
+        draw.text((12, 14 + 44 * row), words, fill=0, font=font)
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        x0, y0, x1, y1 = (int(v) for v in rng.integers(0, SIZE, 4))
+        draw.line((x0, y0, x1, y1), fill=0, width=2)
+    return np.asarray(canvas) > 127
+
+
+def main() -> None:
+    astronaut = _square(data.astronaut(), 20, 120, 280)
+    chelsea = _square(data.chelsea(), 20, 60, 280)
+    coffee = _square(data.coffee(), 40, 180, 340)
+
+    write_image(HERE / "astronaut.png", _picture(astronaut))
+    noisy = add_gaussian_noise(astronaut, 25, np.random.default_rng(0))
+    write_image(HERE / "astronaut_noisy25.png", _picture(noisy))
+
+    write_image(HERE / "chelsea.png", _picture(chelsea))
+    (HERE / "chelsea_q10.jpg").write_bytes(jpeg_bytes(chelsea, 10))
+
+    write_image(HERE / "coffee.png", _picture(coffee))
+    known = _text_mask(seed=0)
+    write_image(HERE / "coffee_text.png", _picture(coffee * known[..., None]))
+    write_image(HERE / "coffee_text_mask.png", Picture(known[..., None].astype(np.float32), None, 8, "L", None))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The command line as a user meets it: exit codes, one-line errors on stderr, clean stdout, no stray files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import small_image
+from PIL import Image
+
+from dip.cli import main
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def _save(path: Path, pixels: np.ndarray) -> Path:
+    array = np.round(pixels * 255).astype(np.uint8)
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+    return path
+
+
+@pytest.fixture
+def images(tmp_path):
+    clean = small_image(32)
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1)
+    mask = np.ones((32, 32), bool)
+    mask[10:20, 5:25] = False
+    return {
+        "clean": _save(tmp_path / "clean.png", clean),
+        "noisy": _save(tmp_path / "noisy.png", noisy),
+        "mask": _save(tmp_path / "mask.png", mask[..., None].astype(np.float32)),
+        "small_mask": _save(tmp_path / "small_mask.png", np.ones((16, 32, 1), np.float32)),
+        "empty_mask": _save(tmp_path / "empty_mask.png", np.zeros((32, 32, 1), np.float32)),
+    }
+
+
+FAST = ("--preset", "light", "--iters", "4", "--quiet")
+
+
+def test_version_and_help_answer_without_importing_torch():
+    code = (
+        "import sys; from dip.cli import main\ntry: main(sys.argv[1:])\nexcept SystemExit: pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    for args in (["--version"], ["--help"], ["restore", "--help"], ["degrade", "--help"]):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout
+    version = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("dip ")
+
+
+def test_restore_writes_image_and_settings_and_prints_json(capsys, images, tmp_path):
+    output = tmp_path / "out" / "restored.png"
+    code, out, err = run(
+        capsys, "restore", images["noisy"], "-o", output, "--reference", images["clean"], "--json", "--seed", "3", *FAST
+    )
+    assert code == 0, err
+    record = json.loads(out)
+    for key in ("input", "output", "task", "iterations", "seconds", "device", "seed", "psnr", "ssim", "input_psnr"):
+        assert key in record
+    assert record["task"] == "denoise" and record["iterations"] == 4 and record["seed"] == 3
+    assert Image.open(output).size == (32, 32)
+    assert json.loads((tmp_path / "out" / "restored.png.json").read_text()) == record
+    assert err == ""  # no progress bar when stderr is not a terminal
+
+
+def test_default_output_is_beside_the_input_and_is_never_overwritten(capsys, images):
+    code, out, _ = run(capsys, "restore", images["noisy"], *FAST)
+    default = images["noisy"].with_name("noisy.restored.png")
+    assert code == 0 and default.exists() and str(default) in out
+    before = default.read_bytes()
+    code, _, err = run(capsys, "restore", images["noisy"], *FAST)
+    assert code == 2 and "--overwrite" in err and err.count("\n") == 1
+    assert default.read_bytes() == before
+    code, _, _ = run(capsys, "restore", images["noisy"], "--overwrite", "--seed", "1", *FAST)
+    assert code == 0 and default.read_bytes() != before
+
+
+def test_inpainting_with_mask_and_inverted_mask(capsys, images, tmp_path):
+    code, out, err = run(
+        capsys, "restore", images["noisy"], "--mask", images["mask"], "-o", tmp_path / "a.png", "--json", *FAST
+    )
+    assert code == 0, err
+    assert json.loads(out)["task"] == "inpaint"
+    code, _, err = run(
+        capsys, "restore", images["noisy"], "--mask", images["mask"], "--mask-invert", "-o", tmp_path / "b.png", *FAST
+    )
+    assert code == 0, err
+
+
+def test_degrade_makes_each_corruption(capsys, images, tmp_path):
+    code, out, _ = run(capsys, "degrade", images["clean"], "-o", tmp_path / "n.png", "--noise", "25", "--json")
+    assert code == 0 and json.loads(out)["corruption"] == {"kind": "gaussian", "sigma": 25.0}
+    assert 18 < json.loads(out)["psnr"] < 23
+    code, out, _ = run(capsys, "degrade", images["clean"], "-o", tmp_path / "d.png", "--drop", "0.5", "--json")
+    assert code == 0 and (tmp_path / "d_mask.png").exists()
+    mask = np.asarray(Image.open(tmp_path / "d_mask.png"))
+    dropped = np.asarray(Image.open(tmp_path / "d.png"))
+    assert 0.35 < (mask > 0).mean() < 0.65 and np.all(dropped[mask == 0] == 0)
+    code, out, _ = run(capsys, "degrade", images["clean"], "-o", tmp_path / "j.jpg", "--jpeg", "10")
+    assert code == 0 and Image.open(tmp_path / "j.jpg").format == "JPEG"
+    for name in ("n.png.json", "d.png.json", "j.jpg.json"):
+        assert json.loads((tmp_path / name).read_text())["seed"] == 0
+
+
+def test_degrade_is_reproducible(capsys, images, tmp_path):
+    for name in ("a.png", "b.png"):
+        assert run(capsys, "degrade", images["clean"], "-o", tmp_path / name, "--noise", "15", "--seed", "9")[0] == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
+
+
+# --- errors: one line on stderr, exit 2 for a wrong command line, 1 for a failed run, no output file ----------
+
+USAGE, FAILURE = 2, 1
+
+
+def _text_as_png(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not an image")
+    return path
+
+
+def _truncated_png(tmp_path):
+    source = tmp_path / "whole.png"
+    _save(source, small_image(32))
+    path = tmp_path / "truncated.png"
+    path.write_bytes(source.read_bytes()[:200])
+    return path
+
+
+@pytest.mark.parametrize(
+    "case,args,code,message",
+    [
+        ("missing input", lambda i, t: ["restore", t / "nope.png"], USAGE, "does not exist"),
+        ("folder as input", lambda i, t: ["restore", t], USAGE, "is a folder"),
+        ("text named .png", lambda i, t: ["restore", _text_as_png(t)], FAILURE, "notes.png"),
+        ("truncated png", lambda i, t: ["restore", _truncated_png(t)], FAILURE, "truncated.png"),
+        ("inpaint without mask", lambda i, t: ["restore", i["noisy"], "--task", "inpaint"], USAGE, "--mask"),
+        (
+            "mask with denoise",
+            lambda i, t: ["restore", i["noisy"], "--task", "denoise", "--mask", i["mask"]],
+            USAGE,
+            "--mask",
+        ),
+        ("wrong mask size", lambda i, t: ["restore", i["noisy"], "--mask", i["small_mask"]], FAILURE, "32x16"),
+        ("empty mask", lambda i, t: ["restore", i["noisy"], "--mask", i["empty_mask"]], FAILURE, "no pixel"),
+        ("missing mask", lambda i, t: ["restore", i["noisy"], "--mask", t / "nomask.png"], USAGE, "nomask.png"),
+        ("unknown task", lambda i, t: ["restore", i["noisy"], "--task", "deblur"], USAGE, "deblur"),
+        ("unknown preset", lambda i, t: ["restore", i["noisy"], "--preset", "fast"], USAGE, "fast"),
+        ("zero iterations", lambda i, t: ["restore", i["noisy"], "--iters", "0"], USAGE, "--iters"),
+        ("iterations not a number", lambda i, t: ["restore", i["noisy"], "--iters", "many"], USAGE, "--iters"),
+        ("negative lr", lambda i, t: ["restore", i["noisy"], "--lr", "-1"], USAGE, "--lr"),
+        ("unknown loss", lambda i, t: ["restore", i["noisy"], "--loss", "huber"], USAGE, "huber"),
+        ("unknown option", lambda i, t: ["restore", i["noisy"], "--fast"], USAGE, "--fast"),
+        ("unknown device", lambda i, t: ["restore", i["noisy"], "--device", "tpu"], USAGE, "tpu"),
+        ("cuda absent", lambda i, t: ["restore", i["noisy"], "--device", "cuda"], FAILURE, "CUDA"),
+        ("output is input", lambda i, t: ["restore", i["noisy"], "-o", i["noisy"], "--overwrite"], USAGE, "input"),
+        ("unknown output format", lambda i, t: ["restore", i["noisy"], "-o", t / "out.xyz"], USAGE, "out.xyz"),
+        (
+            "reference of other size",
+            lambda i, t: ["restore", i["noisy"], "--reference", i["small_mask"]],
+            FAILURE,
+            "reference",
+        ),
+        (
+            "degrade: two corruptions",
+            lambda i, t: ["degrade", i["clean"], "-o", t / "x.png", "--noise", "5", "--jpeg", "10"],
+            USAGE,
+            "exactly one",
+        ),
+        (
+            "degrade: sigma out of range",
+            lambda i, t: ["degrade", i["clean"], "-o", t / "x.png", "--noise", "0"],
+            USAGE,
+            "sigma",
+        ),
+        (
+            "degrade: drop fraction",
+            lambda i, t: ["degrade", i["clean"], "-o", t / "x.png", "--drop", "1.5"],
+            USAGE,
+            "fraction",
+        ),
+        (
+            "degrade: jpeg quality",
+            lambda i, t: ["degrade", i["clean"], "-o", t / "x.png", "--jpeg", "0"],
+            USAGE,
+            "quality",
+        ),
+    ],
+)
+def test_bad_input_gets_one_line_and_an_exit_code(capsys, images, tmp_path, case, args, code, message):
+    if case == "cuda absent":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    argv = args(images, tmp_path)
+    before = set(tmp_path.rglob("*"))
+    exit_code, out, err = run(capsys, *argv, "--quiet" if argv[0] == "restore" else "--overwrite")
+    assert exit_code == code, err
+    assert err.startswith("dip: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert message in err
+    assert out == ""
+    assert set(tmp_path.rglob("*")) == before  # nothing written, not even a temporary file
+
+
+def test_unwritable_output_folder(capsys, images, tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        # root writes anywhere; a path under a regular file is unwritable for everyone.
+        target = images["clean"] / "sub" / "out.png"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = locked / "out.png"
+    code, out, err = run(capsys, "restore", images["noisy"], "-o", target, *FAST)
+    assert code == FAILURE and err.startswith("dip: error: ") and err.count("\n") == 1
+    assert not target.exists()

@@ -1,0 +1,96 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dip.config import Loss
+from dip.degradations import Observation, add_gaussian_noise, data_loss, drop_pixels, jpeg_bytes, jpeg_compress
+from dip.errors import UsageError
+
+
+def _mask(known_fraction: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand((1, 1, 12, 10), generator=g) < known_fraction).float()
+
+
+@pytest.mark.parametrize("kind", list(Loss))
+def test_masked_loss_ignores_y_at_unknown_pixels(kind):
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand((1, 3, 12, 10), generator=g), torch.rand((1, 3, 12, 10), generator=g)
+    mask = _mask(0.6)
+    scribbled = torch.where(mask > 0, y, torch.full_like(y, float("nan")))
+    assert torch.equal(data_loss(x, y, mask, kind), data_loss(x, scribbled, mask, kind))
+    moved = torch.where(mask > 0, y, y + 5)
+    assert torch.equal(data_loss(x, y, mask, kind), data_loss(x, moved, mask, kind))
+
+
+@pytest.mark.parametrize("known_fraction", [0.05, 0.5, 0.95])
+def test_masked_loss_is_a_mean_over_known_entries(known_fraction):
+    # A constant error e gives e^2 whatever the size of the hole: the learning rate needs no retuning.
+    x = torch.full((1, 3, 12, 10), 0.7)
+    y = torch.full((1, 3, 12, 10), 0.5)
+    loss = data_loss(x, y, _mask(known_fraction), Loss.l2)
+    assert loss.item() == pytest.approx(0.04, rel=1e-5)
+    assert data_loss(x, y, _mask(known_fraction), Loss.l1).item() == pytest.approx(0.2, rel=1e-5)
+
+
+def test_unmasked_loss_is_plain_mse_and_forward_is_a_mask_product():
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand((1, 1, 5, 7), generator=g), torch.rand((1, 1, 5, 7), generator=g)
+    assert torch.allclose(Observation(y).loss(x), torch.mean((x - y) ** 2))
+    mask = _mask(0.5)[..., :5, :7]
+    assert torch.equal(Observation(y, mask).forward(x), x * mask)
+    assert torch.equal(Observation(y).forward(x), x)
+
+
+def test_masked_loss_gradient_is_zero_at_unknown_pixels():
+    x = torch.rand((1, 3, 12, 10), requires_grad=True)
+    mask = _mask(0.5)
+    data_loss(x, torch.rand_like(x), mask).backward()
+    assert torch.all(x.grad[(mask == 0).expand_as(x)] == 0)
+
+
+def test_gaussian_noise_has_the_asked_sigma_on_the_255_scale():
+    flat = np.full((200, 200, 1), 0.5, np.float32)
+    noisy = add_gaussian_noise(flat, 25, np.random.default_rng(0))
+    assert np.std(noisy - flat) * 255 == pytest.approx(25, rel=0.03)
+    assert noisy.dtype == np.float32 and noisy.min() >= 0 and noisy.max() <= 1
+
+
+def test_drop_pixels_removes_the_fraction_in_all_channels():
+    image = np.random.default_rng(0).random((100, 80, 3)).astype(np.float32) + 0.01
+    dropped, known = drop_pixels(image, 0.3, np.random.default_rng(1))
+    assert known.shape == (100, 80) and known.dtype == bool
+    assert known.mean() == pytest.approx(0.7, abs=0.02)
+    assert np.all(dropped[~known] == 0) and np.array_equal(dropped[known], image[known])
+
+
+def test_jpeg_round_trip_agrees_with_pillow(clean48):
+    decoded = jpeg_compress(clean48, 10)
+    expected = np.asarray(Image.open(io.BytesIO(jpeg_bytes(clean48, 10))), dtype=np.float32) / 255
+    assert np.array_equal(decoded, expected)
+    assert 0 < np.abs(decoded - clean48).mean() < 0.1
+
+
+def test_same_seed_same_corruption(clean48):
+    a = add_gaussian_noise(clean48, 15, np.random.default_rng(3))
+    b = add_gaussian_noise(clean48, 15, np.random.default_rng(3))
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda img: add_gaussian_noise(img, 0, np.random.default_rng(0)),
+        lambda img: add_gaussian_noise(img, 300, np.random.default_rng(0)),
+        lambda img: drop_pixels(img, 1.0, np.random.default_rng(0)),
+        lambda img: drop_pixels(img, 0.0, np.random.default_rng(0)),
+        lambda img: jpeg_compress(img, 0),
+        lambda img: jpeg_compress(img, 101),
+    ],
+)
+def test_impossible_corruptions_are_refused(call, clean48):
+    with pytest.raises(UsageError):
+        call(clean48)

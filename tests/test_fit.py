@@ -1,0 +1,129 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import small_image
+
+from dip.config import FitConfig, NetConfig
+from dip.degradations import Observation, add_gaussian_noise, drop_pixels, jpeg_compress
+from dip.fit import fit, iterate
+from dip.metrics import psnr
+from dip.nets import build_net, make_input
+
+SMALL = NetConfig(scales=4, channels_down=16, channels_up=16, channels_skip=4, input_depth=8)
+SMALL_JPEG = NetConfig(
+    scales=4, channels_down=(8, 16, 32, 32), channels_up=(8, 16, 32, 32), channels_skip=(0, 0, 4, 4), input_depth=3
+)
+
+
+def _tensor(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None].contiguous()
+
+
+def test_same_seed_gives_the_same_image_bit_for_bit(clean48):
+    y = _tensor(add_gaussian_noise(clean48, 25, np.random.default_rng(0)))
+    cfg = FitConfig(iterations=15)
+    a, b = (fit(Observation(y), SMALL, cfg, seed=4) for _ in range(2))
+    assert torch.equal(a.image, b.image)
+    assert a.losses == b.losses
+    c = fit(Observation(y), SMALL, cfg, seed=5)
+    assert not torch.equal(a.image, c.image)
+
+
+def test_odd_sized_gray_image_keeps_its_shape():
+    y = torch.rand((1, 1, 37, 31), generator=torch.Generator().manual_seed(0))
+    result = fit(Observation(y), SMALL, FitConfig(iterations=3), seed=0)
+    assert result.image.shape == (1, 1, 37, 31)
+
+
+def test_returned_image_is_the_average_or_the_last_iterate(clean48):
+    y = _tensor(clean48)
+    seen = []
+    averaged = fit(Observation(y), SMALL, FitConfig(iterations=5, average=0.9), seed=0, observe=seen.append)
+    assert torch.equal(averaged.image, seen[-1].average)
+    expected = seen[0].x
+    for step in seen[1:]:
+        expected = expected * 0.9 + step.x * 0.1
+    assert torch.allclose(averaged.image, expected)
+    raw = fit(Observation(y), SMALL, FitConfig(iterations=5, average=None), seed=0)
+    assert torch.equal(raw.image, seen[-1].x) and raw.returned == "iterate 5"
+
+
+def test_stop_predicate_ends_the_run(clean48):
+    result = fit(
+        Observation(_tensor(clean48)), SMALL, FitConfig(iterations=50), seed=0, stop=lambda step: step.iteration == 7
+    )
+    assert result.iterations == 7 and result.stop_reason == "stopped" and len(result.losses) == 7
+
+
+class _Poisoned(torch.nn.Module):
+    """Wraps a net and makes its output NaN on chosen calls: a blow-up injected from outside."""
+
+    def __init__(self, net, bad_calls):
+        super().__init__()
+        self.net, self.bad_calls, self.calls = net, set(bad_calls), 0
+
+    def forward(self, z):
+        self.calls += 1
+        out = self.net(z)
+        return out * float("nan") if self.calls in self.bad_calls else out
+
+
+def test_divergence_rolls_back_to_good_weights_and_halves_the_learning_rate(clean48):
+    y = _tensor(clean48)
+    cfg = FitConfig(iterations=30, guard_every=5, average=None)
+    net = _Poisoned(build_net(SMALL, 3, seed=0), bad_calls={12})
+    z = make_input(SMALL, 48, 48, generator=torch.Generator().manual_seed(0))
+    steps = list(iterate(Observation(y), net, z, cfg, generator=torch.Generator().manual_seed(1)))
+    assert [s.iteration for s in steps] == [i for i in range(1, 31) if i != 12]
+    assert all(math.isfinite(s.loss) for s in steps)
+    assert steps[-1].rollbacks == 1 and steps[-1].lr == pytest.approx(cfg.lr / 2)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_a_fit_that_keeps_diverging_stops_with_what_it_had(clean48, monkeypatch):
+    import dip.fit as fit_module
+
+    build = fit_module.build_net
+    monkeypatch.setattr(fit_module, "build_net", lambda *a, **k: _Poisoned(build(*a, **k), range(9, 100)))
+    cfg = FitConfig(iterations=40, guard_every=5, max_rollbacks=2, average=None)
+    result = fit(Observation(_tensor(clean48)), SMALL, cfg, seed=0)
+    assert result.stop_reason == "diverged" and result.iterations == 8
+    assert torch.isfinite(result.image).all()
+
+
+def _gain(clean, corrupted, mask=None, *, net=SMALL, iterations, average=0.99) -> float:
+    known = None if mask is None else torch.from_numpy(mask.astype(np.float32))[None, None]
+    result = fit(Observation(_tensor(corrupted), known), net, FitConfig(iterations=iterations, average=average), seed=0)
+    return psnr(result.image, clean) - psnr(corrupted, clean)
+
+
+def test_denoising_raises_psnr(clean48):
+    noisy = add_gaussian_noise(clean48, 25, np.random.default_rng(0))
+    assert _gain(clean48, noisy, iterations=300) > 2.5
+
+
+def test_inpainting_fills_missing_pixels(clean48):
+    dropped, known = drop_pixels(clean48, 0.5, np.random.default_rng(0))
+    assert _gain(clean48, dropped, known, iterations=300, average=None) > 10
+
+
+def test_jpeg_artifacts_are_reduced():
+    clean = small_image(64)
+    compressed = jpeg_compress(clean, 10)
+    assert _gain(clean, compressed, net=SMALL_JPEG, iterations=600) > 0.4
+
+
+def test_gray_denoising_raises_psnr():
+    clean = small_image(40, gray=True)
+    noisy = add_gaussian_noise(clean, 25, np.random.default_rng(1))
+    assert (
+        _gain(
+            clean,
+            noisy,
+            net=NetConfig(scales=3, channels_down=16, channels_up=16, channels_skip=4, input_depth=8),
+            iterations=300,
+        )
+        > 2.0
+    )
