@@ -88,7 +88,10 @@ class FitConfig:
     guard_every: int = 25  # how often the last good state is copied
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "loss", Loss(self.loss))
+        try:
+            object.__setattr__(self, "loss", Loss(self.loss))
+        except ValueError:
+            raise UsageError(f"loss must be l1 or l2, not {self.loss!r}") from None
         if self.iterations < 1:
             raise UsageError(f"iterations must be at least 1, not {self.iterations}")
         if not self.lr > 0:

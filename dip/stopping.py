@@ -1,0 +1,144 @@
+"""Early stopping from the iterates alone: no clean image is ever consulted.
+
+A Deep Image Prior fit first reproduces the image and only later the corruption; while it is learning the
+image the iterates change slowly and coherently, and once it starts fitting the noise they wander again. Wang et
+al. (ES-WMV, TMLR 2023) track the variance of the iterates over a sliding window and take the iterate where that
+variance is lowest.
+
+Detectors are small objects: ``update(step) -> bool`` (True: stop now), with ``best`` (the iterate to return),
+``best_iteration`` and ``statistic`` (the last value, for curves and logs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import UsageError
+
+STOP_RULES = ("auto", "wmv", "emv", "off")
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    rule: str = "auto"  # auto = wmv
+    window: int = 100  # W: iterates in the variance window (wmv)
+    patience: int = 1000  # P: steps without a new minimum before stopping
+    warmup: int = 500  # no minimum is recorded before this step: early plateaus are false minima
+    alpha: float = 0.1  # emv's smoothing weight
+
+    def __post_init__(self) -> None:
+        if self.rule not in STOP_RULES:
+            raise UsageError(f"unknown stopping rule {self.rule!r}; choose one of: {', '.join(STOP_RULES)}")
+        if self.window < 2:
+            raise UsageError(f"--window must be at least 2, not {self.window}")
+        if self.patience < 1:
+            raise UsageError(f"--patience must be at least 1, not {self.patience}")
+        if self.warmup < 0:
+            raise UsageError(f"the warm-up must be >= 0, not {self.warmup}")
+        if not 0 < self.alpha < 1:
+            raise UsageError(f"alpha must be in (0, 1), not {self.alpha}")
+
+    @property
+    def resolved_rule(self) -> str:
+        return "wmv" if self.rule == "auto" else self.rule
+
+
+class _Detector:
+    """Remembers the iterate at the lowest statistic and stops after ``patience`` steps without a new one.
+
+    Subclasses say what the statistic is, in ``push(x) -> float`` (NaN while it is not yet defined).
+    """
+
+    def __init__(self, patience: int, warmup: int) -> None:
+        self.patience, self.warmup = patience, warmup
+        self.best: torch.Tensor | None = None
+        self.best_average: torch.Tensor | None = None
+        self.best_iteration = 0
+        self.best_statistic = math.inf
+        self.statistic = math.nan
+
+    def push(self, x: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    def update(self, step) -> bool:
+        """Feeds one Step; True when the run should stop."""
+        statistic = self.statistic = self.push(step.x)
+        # NaN compares False: nothing is recorded until the statistic exists.
+        if step.iteration >= self.warmup and statistic < self.best_statistic:
+            self.best_statistic, self.best_iteration = statistic, step.iteration
+            self.best = step.x.clone()
+            self.best_average = None if step.average is None else step.average.clone()
+        return self.best is not None and step.iteration - self.best_iteration >= self.patience
+
+
+class WindowedVariance(_Detector):
+    """ES-WMV: VAR_t = (1/W) sum_i (1/N) ||x_i - mean||^2 over the last W iterates, in O(N) per step.
+
+    A ring buffer holds the window (on the iterates' device); running float64 sums of the iterates and of their
+    squared norms are updated by adding the newest and subtracting the one that leaves, so the cost per step
+    does not grow with W. float64 keeps the subtraction S2 - |S1|^2 / W from cancelling to noise.
+    """
+
+    def __init__(self, window: int = 100, patience: int = 1000, warmup: int = 500) -> None:
+        super().__init__(patience, warmup)
+        self.window = window
+        self._buffer: torch.Tensor | None = None
+        self._sum: torch.Tensor | None = None
+        self._sum_squares = torch.zeros((), dtype=torch.float64)
+        self._count = 0
+
+    def push(self, x: torch.Tensor) -> float:
+        """Adds one iterate; returns the window variance, NaN until the window is full."""
+        flat = x.detach().reshape(-1)
+        if self._buffer is None:
+            self._buffer = torch.empty((self.window, flat.numel()), dtype=flat.dtype, device=flat.device)
+            self._sum = torch.zeros(flat.numel(), dtype=torch.float64, device=flat.device)
+            self._sum_squares = self._sum_squares.to(flat.device)
+        slot = self._count % self.window
+        new = flat.double()
+        if self._count >= self.window:
+            old = self._buffer[slot].double()
+            self._sum -= old
+            self._sum_squares -= old.square().sum()
+        self._buffer[slot] = flat
+        self._sum += new
+        self._sum_squares += new.square().sum()
+        self._count += 1
+        if self._count < self.window:
+            return math.nan
+        n = flat.numel()
+        total = self._sum_squares - self._sum.square().sum() / self.window
+        return max(total.item(), 0.0) / (self.window * n)
+
+
+class ExponentialVariance(_Detector):
+    """ES-EMV: an exponential moving mean and variance (weight alpha) instead of a window; memory 2N."""
+
+    def __init__(self, alpha: float = 0.1, patience: int = 1000, warmup: int = 500) -> None:
+        super().__init__(patience, warmup)
+        self.alpha = alpha
+        self._mean: torch.Tensor | None = None
+        self._variance: torch.Tensor | None = None
+
+    def push(self, x: torch.Tensor) -> float:
+        flat = x.detach().reshape(-1).double()
+        if self._mean is None:
+            self._mean, self._variance = flat.clone(), torch.zeros_like(flat)
+            return math.nan
+        # West's incremental form of the exponentially weighted mean and variance.
+        delta = flat - self._mean
+        self._mean += self.alpha * delta
+        self._variance = (1 - self.alpha) * (self._variance + self.alpha * delta.square())
+        return self._variance.mean().item()
+
+
+def make_detector(cfg: StopConfig) -> WindowedVariance | ExponentialVariance | None:
+    rule = cfg.resolved_rule
+    if rule == "off":
+        return None
+    if rule == "wmv":
+        return WindowedVariance(cfg.window, cfg.patience, cfg.warmup)
+    return ExponentialVariance(cfg.alpha, cfg.patience, cfg.warmup)

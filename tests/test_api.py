@@ -1,0 +1,60 @@
+"""The library entry point, as a researcher's script would call it."""
+
+import numpy as np
+import pytest
+from conftest import small_image
+
+import dip
+from dip.errors import InputError, UsageError
+from dip.io import Picture, read_image, write_image
+
+FAST = dict(preset="light", iterations=3)
+
+
+def test_restore_from_a_path_keeps_alpha_and_16_bits(tmp_path):
+    rgb = small_image(32)
+    alpha = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    write_image(tmp_path / "in.png", Picture(rgb, alpha, 16, "RGBA", None))
+    result = dip.restore(tmp_path / "in.png", **FAST)
+    assert result.task.value == "denoise" and result.preset.name == "light-denoise"
+    assert result.picture.bit_depth == 16 and result.picture.pixels.shape == (32, 32, 3)
+    assert np.array_equal(result.picture.alpha, read_image(tmp_path / "in.png").alpha)
+    write_image(tmp_path / "out.png", result.picture)
+    back = read_image(tmp_path / "out.png")
+    assert back.bit_depth == 16 and back.alpha is not None
+
+
+def test_restore_takes_a_picture_and_a_mask_array():
+    picture = Picture(small_image(32), None, 8, "RGB", None)
+    known = np.ones((32, 32), bool)
+    known[8:16] = False
+    result = dip.restore(picture, mask=known, **FAST)
+    assert result.task.value == "inpaint" and result.result.iterations == 3
+    with pytest.raises(InputError, match="mask"):
+        dip.restore(picture, mask=known[:10], **FAST)
+
+
+def test_jpeg_input_defaults_to_the_jpeg_task(tmp_path):
+    write_image(tmp_path / "photo.jpg", Picture(small_image(32), None, 8, "RGB", None))
+    assert dip.restore(tmp_path / "photo.jpg", **FAST).task.value == "jpeg"
+
+
+def test_reference_metrics_and_record(tmp_path):
+    clean = Picture(small_image(32), None, 8, "RGB", None)
+    noisy = clean.with_pixels(np.clip(clean.pixels + 0.1, 0, 1))
+    result = dip.restore(noisy, reference=clean, seed=2, **FAST)
+    assert set(result.metrics) == {"psnr", "ssim", "input_psnr", "input_ssim"}
+    record = result.record()
+    assert record["seed"] == 2 and record["iterations"] == 3 and record["net"]["scales"] == 5
+    with pytest.raises(InputError, match="reference"):
+        dip.restore(noisy, reference=Picture(small_image(16), None, 8, "RGB", None), **FAST)
+
+
+def test_overrides_and_bad_values():
+    picture = Picture(small_image(32), None, 8, "RGB", None)
+    result = dip.restore(picture, preset="light", iterations=2, lr=0.02, loss="l1")
+    assert result.preset.fit.lr == 0.02 and result.preset.fit.loss.value == "l1"
+    with pytest.raises(UsageError):
+        dip.restore(picture, preset="light", iterations=2, loss="huber")
+    with pytest.raises(UsageError):
+        dip.restore(picture, task="deblur")

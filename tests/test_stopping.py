@@ -1,0 +1,93 @@
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from dip.errors import UsageError
+from dip.stopping import ExponentialVariance, StopConfig, WindowedVariance, make_detector
+
+
+def _direct_window_variance(window: list[torch.Tensor]) -> float:
+    stack = torch.stack([w.double().reshape(-1) for w in window])
+    return ((stack - stack.mean(0)) ** 2).sum(1).mean().item() / stack.shape[1]
+
+
+def test_running_window_variance_equals_the_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    detector = WindowedVariance(window=7, patience=10**6, warmup=0)
+    history = []
+    for t in range(40):
+        # an offset far from zero is where a naive float32 sum of squares would cancel
+        x = 100 + torch.rand((1, 3, 5, 4), generator=g) * (1 + t % 5)
+        history.append(x)
+        value = detector.push(x)
+        if t < 6:
+            assert math.isnan(value)
+        else:
+            assert value == pytest.approx(_direct_window_variance(history[-7:]), rel=1e-9)
+
+
+def test_exponential_variance_follows_its_recursion():
+    detector = ExponentialVariance(alpha=0.5, patience=10, warmup=0)
+    assert math.isnan(detector.push(torch.zeros(4)))
+    # mean 0 -> x=2: delta 2, mean 1, var = 0.5 * (0 + 0.5 * 4) = 1
+    assert detector.push(torch.full((4,), 2.0)) == pytest.approx(1.0)
+
+
+def _steps(values):
+    """Steps whose iterate is a constant image carrying its own index, so the stored best can be identified."""
+    for i, _ in enumerate(values, start=1):
+        yield SimpleNamespace(iteration=i, x=torch.full((1, 1, 2, 2), float(i)), average=None)
+
+
+class _Scripted(WindowedVariance):
+    """A detector whose statistic is a given sequence: tests the stopping rule apart from the statistic."""
+
+    def __init__(self, values, **kwargs):
+        super().__init__(**kwargs)
+        self.values = iter(values)
+
+    def push(self, x):
+        return next(self.values)
+
+
+def _run(values, **kwargs):
+    detector = _Scripted(values, **kwargs)
+    for step in _steps(values):
+        if detector.update(step):
+            return detector, step.iteration
+    return detector, None
+
+
+def test_fires_patience_steps_after_the_minimum_and_keeps_that_iterate():
+    values = [math.nan] * 3 + [10 - i for i in range(8)] + [5] * 30  # minimum 3 at step 11
+    detector, stopped = _run(values, window=2, patience=20, warmup=0)
+    assert detector.best_iteration == 11 and stopped == 31
+    assert torch.equal(detector.best, torch.full((1, 1, 2, 2), 11.0))
+
+
+def test_no_minimum_during_warm_up():
+    values = [0.1] * 5 + [1.0 + i for i in range(30)]  # a false minimum at the start, then rising
+    detector, stopped = _run(values, window=2, patience=10, warmup=8)
+    assert detector.best_iteration == 8 and stopped == 18
+
+
+def test_keeps_going_while_minima_keep_coming():
+    values = [100 - i for i in range(60)]
+    detector, stopped = _run(values, window=2, patience=5, warmup=0)
+    assert stopped is None and detector.best_iteration == 60
+
+
+@pytest.mark.parametrize(
+    "rule,kind",
+    [("auto", WindowedVariance), ("wmv", WindowedVariance), ("emv", ExponentialVariance), ("off", type(None))],
+)
+def test_rules(rule, kind):
+    assert isinstance(make_detector(StopConfig(rule=rule)), kind)
+
+
+@pytest.mark.parametrize("kwargs", [dict(rule="never"), dict(window=1), dict(patience=0), dict(alpha=1.5)])
+def test_bad_settings_are_refused(kwargs):
+    with pytest.raises(UsageError):
+        StopConfig(**kwargs)
