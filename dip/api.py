@@ -17,7 +17,8 @@ from .device import resolve_device
 from .errors import InputError, UsageError
 from .fit import FitResult, Step, fit
 from .io import Picture, read_image, read_mask
-from .metrics import psnr, ssim
+from .metrics import ReferenceTracker, psnr, ssim
+from .stopping import make_detector
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
@@ -56,17 +57,20 @@ class Restoration:
         return {
             "task": self.task.value,
             "iterations": self.result.iterations,
+            "stopped_at": self.result.iterations,
             "stop_reason": self.result.stop_reason,
+            "best_iteration": self.result.best_iteration,
             "returned": self.result.returned,
             "seconds": round(self.result.seconds, 3),
             "device": str(self.device),
             "seed": self.seed,
-            **{k: round(v, 4) for k, v in self.metrics.items()},
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in self.metrics.items()},
             "final_loss": self.result.final_loss,
             "rollbacks": self.result.rollbacks,
             "preset": self.preset.name,
             "net": asdict(self.preset.net),
             "fit": {**asdict(self.preset.fit), "loss": self.preset.fit.loss.value},
+            "stop": asdict(self.preset.stop),
             "versions": {"dip": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "threads": torch.get_num_threads(),
         }
@@ -97,17 +101,32 @@ def restore(
     iterations: int | None = None,
     lr: float | None = None,
     loss: Loss | str | None = None,
+    stop: str | None = None,
+    window: int | None = None,
+    patience: int | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     reference: Picture | str | Path | None = None,
-    stop: Callable[[Step], bool] | None = None,
+    track_every: int = 10,
     observe: Callable[[Step], None] | None = None,
 ) -> Restoration:
-    """Restores one image. ``mask`` is a bool array (H, W) or an image file, True/white = known pixel."""
+    """Restores one image. ``mask`` is a bool array (H, W) or an image file, True/white = known pixel.
+
+    ``stop`` is auto | wmv | emv | off (None: the preset's); with stopping on, ``iterations`` is the cap. With a
+    ``reference``, PSNR against it is tracked every ``track_every`` steps for the record; it never steers the fit.
+    """
     source = image.path if isinstance(image, Picture) else Path(image)
     task = choose_task(task, has_mask=mask is not None, source=source)
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    chosen = with_overrides(resolve_preset(preset, task, device.type), iterations=iterations, lr=lr, loss=loss)
+    chosen = with_overrides(
+        resolve_preset(preset, task, device.type),
+        iterations=iterations,
+        lr=lr,
+        loss=loss,
+        stop=stop,
+        window=window,
+        patience=patience,
+    )
 
     picture = _load(image)
     y = picture.to_tensor()
@@ -127,17 +146,36 @@ def restore(
         reference_picture = _load(reference)
         _check_reference(reference_picture, picture)
 
+    tracker = None
+    observers = [] if observe is None else [observe]
+    if reference_picture is not None:
+        tracker = ReferenceTracker(reference_picture.to_tensor(), every=track_every)
+        observers.insert(0, tracker)
     result = fit(
-        Observation(y, mask_tensor), chosen.net, chosen.fit, seed=seed, device=device, stop=stop, observe=observe
+        Observation(y, mask_tensor),
+        chosen.net,
+        chosen.fit,
+        seed=seed,
+        device=device,
+        detector=make_detector(chosen.stop),
+        observe=(lambda step: [o(step) for o in observers]) if observers else None,
     )
 
     metrics: dict[str, float] = {}
-    if reference_picture is not None:
+    if tracker is not None:
         clean = reference_picture.pixels
+        # the peak of the kind of image that is returned: the output average if the fit averages
+        peak_psnr, peak_iteration = tracker.peak("psnr_average" if chosen.fit.average is not None else "psnr")
+        returned_psnr = psnr(result.image, clean)
+        # The tracker samples every k steps; the returned iterate may fall between samples and be the peak.
+        if not returned_psnr <= peak_psnr:
+            peak_psnr, peak_iteration = returned_psnr, result.best_iteration
         metrics = {
-            "psnr": psnr(result.image, clean),
+            "psnr": returned_psnr,
             "ssim": ssim(result.image, clean),
             "input_psnr": psnr(picture.pixels, clean),
             "input_ssim": ssim(picture.pixels, clean),
+            "peak_psnr": peak_psnr,
+            "peak_iteration": peak_iteration,
         }
     return Restoration(picture.with_pixels(result.image), result, task, chosen, seed, device, metrics)

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .config import PRESET_FAMILIES, PRESETS
+from .config import PRESET_FAMILIES, PRESETS, STOP_RULES
 from .errors import DipError, OutputError, UsageError
 
 app = typer.Typer(
@@ -142,7 +142,18 @@ def restore(
             help=f"auto (paper net on a GPU, light net elsewhere) | {' | '.join([*PRESET_FAMILIES[1:], *PRESETS])}"
         ),
     ] = "auto",
-    iters: Annotated[int | None, typer.Option("--iters", help="Optimiser steps [default: the preset's].")] = None,
+    iters: Annotated[
+        int | None,
+        typer.Option("--iters", help="The most steps with stopping on; exactly this many with --stop off."),
+    ] = None,
+    stop: Annotated[
+        str | None,
+        typer.Option(help="Early stopping: auto | wmv (windowed variance) | emv (exponential) | off [preset's]."),
+    ] = None,
+    window: Annotated[int | None, typer.Option(help="wmv: iterates in the variance window [preset's].")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Steps without a new variance minimum before stopping [preset's].")
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate [default: the preset's].")] = None,
     loss: Annotated[str | None, typer.Option(help="l2 (default) or l1 (robust to impulse noise).")] = None,
     seed: Annotated[int, typer.Option(help="Fixes weights, input noise and jitter: same seed, same result.")] = 0,
@@ -166,12 +177,17 @@ def restore(
         raise UsageError(f"--lr must be positive, not {lr}")
     if loss is not None and loss not in ("l1", "l2"):
         raise UsageError(f"--loss must be l1 or l2, not {loss!r}")
+    if stop is not None and stop not in STOP_RULES:
+        raise UsageError(f"--stop must be one of {', '.join(STOP_RULES)}, not {stop!r}")
+    for name, value, least in (("--window", window, 2), ("--patience", patience, 1)):
+        if value is not None and value < least:
+            raise UsageError(f"{name} must be at least {least}, not {value}")
     output = output if output is not None else input.with_name(f"{input.stem}.restored.png")
     _check_output(output, [p for p in (input, mask, reference) if p is not None], overwrite=overwrite)
 
     from .api import choose_task
     from .api import restore as run_restore
-    from .config import resolve_preset
+    from .config import resolve_preset, with_overrides
     from .device import resolve_device
     from .io import write_image
     from .report import write_sidecar
@@ -179,9 +195,15 @@ def restore(
     # Everything the command line can get wrong is checked before the (long) fit starts.
     chosen_task = choose_task(task, has_mask=mask is not None, source=input)
     chosen_device = resolve_device(device)
-    total = iters or resolve_preset(preset, chosen_task, chosen_device.type).fit.iterations
+    chosen = with_overrides(
+        resolve_preset(preset, chosen_task, chosen_device.type),
+        iterations=iters,
+        stop=stop,
+        window=window,
+        patience=patience,
+    )
 
-    with _Progress(total, enabled=not quiet) as progress:
+    with _Progress(chosen.fit.iterations, enabled=not quiet) as progress:
         restoration = run_restore(
             input,
             task=chosen_task,
@@ -191,6 +213,9 @@ def restore(
             iterations=iters,
             lr=lr,
             loss=loss,
+            stop=stop,
+            window=window,
+            patience=patience,
             seed=seed,
             device=chosen_device,
             reference=reference,
@@ -205,8 +230,8 @@ def restore(
     write_sidecar(output, record)
 
     result = restoration.result
-    line = f"{input} -> {output}: {record['task']}, {result.iterations} steps in {result.seconds:.1f} s"
-    line += f" on {record['device']}"
+    line = f"{input} -> {output}: {record['task']}, iterate {result.best_iteration} of {result.iterations}"
+    line += f" ({result.stop_reason}) in {result.seconds:.1f} s on {record['device']}"
     if restoration.metrics:
         line += f", PSNR {restoration.metrics['input_psnr']:.2f} -> {restoration.metrics['psnr']:.2f} dB"
     if result.stop_reason == "interrupted":

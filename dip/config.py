@@ -104,12 +104,46 @@ class FitConfig:
             raise UsageError("jump_factor must be > 1, max_rollbacks >= 0, guard_every >= 1")
 
 
+STOP_RULES = ("auto", "wmv", "emv", "off")
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """Automatic early stopping (see dip/stopping.py): which detector, and its window, patience and warm-up."""
+
+    rule: str = "auto"  # auto = wmv
+    cap: int = 6000  # the most steps a run takes while stopping is on (--iters overrides it)
+    window: int = 100  # W: iterates in the variance window (wmv)
+    patience: int = 1000  # P: steps without a new minimum before stopping
+    warmup: int = 500  # no minimum is recorded before this step: early plateaus are false minima
+    alpha: float = 0.1  # emv's smoothing weight
+
+    def __post_init__(self) -> None:
+        if self.rule not in STOP_RULES:
+            raise UsageError(f"unknown stopping rule {self.rule!r}; choose one of: {', '.join(STOP_RULES)}")
+        if self.cap < 1:
+            raise UsageError(f"the iteration cap must be at least 1, not {self.cap}")
+        if self.window < 2:
+            raise UsageError(f"--window must be at least 2, not {self.window}")
+        if self.patience < 1:
+            raise UsageError(f"--patience must be at least 1, not {self.patience}")
+        if self.warmup < 0:
+            raise UsageError(f"the warm-up must be >= 0, not {self.warmup}")
+        if not 0 < self.alpha < 1:
+            raise UsageError(f"alpha must be in (0, 1), not {self.alpha}")
+
+    @property
+    def resolved_rule(self) -> str:
+        return "wmv" if self.rule == "auto" else self.rule
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
     description: str
     net: NetConfig = field(default_factory=NetConfig)
-    fit: FitConfig = field(default_factory=FitConfig)
+    fit: FitConfig = field(default_factory=FitConfig)  # fit.iterations: the fixed count when stopping is off
+    stop: StopConfig = field(default_factory=StopConfig)
 
 
 # The paper's per-task settings, from the reference notebooks (see ../shared/data/README.md).
@@ -185,9 +219,26 @@ def resolve_preset(name: str, task: Task, device_type: str) -> Preset:
         raise UsageError(f"unknown preset {name!r}; choose one of: {known}") from None
 
 
+def _given(**values) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def with_overrides(
-    preset: Preset, *, iterations: int | None = None, lr: float | None = None, loss: Loss | str | None = None
+    preset: Preset,
+    *,
+    iterations: int | None = None,
+    lr: float | None = None,
+    loss: Loss | str | None = None,
+    stop: str | None = None,
+    window: int | None = None,
+    patience: int | None = None,
 ) -> Preset:
-    """A preset with the command line's explicit choices applied; None keeps the preset's value."""
-    changes = {k: v for k, v in (("iterations", iterations), ("lr", lr), ("loss", loss)) if v is not None}
-    return replace(preset, fit=replace(preset.fit, **changes)) if changes else preset
+    """A preset with the command line's explicit choices applied; None keeps the preset's value.
+
+    ``iterations`` is the exact step count when stopping is off and the cap when it is on. The preset's own
+    fit.iterations becomes the number of steps actually asked of the fit: the count or the cap.
+    """
+    stop_cfg = replace(preset.stop, **_given(rule=stop, window=window, patience=patience, cap=iterations))
+    steps = preset.fit.iterations if stop_cfg.resolved_rule == "off" else stop_cfg.cap
+    fit_cfg = replace(preset.fit, **_given(iterations=iterations or steps, lr=lr, loss=loss))
+    return replace(preset, fit=fit_cfg, stop=stop_cfg)

@@ -16,6 +16,7 @@ import torch
 from .config import FitConfig, NetConfig
 from .degradations import Observation
 from .nets import build_net, crop_to, make_input
+from .stopping import Detector
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,15 @@ def iterate(
 @dataclass
 class FitResult:
     image: torch.Tensor  # (1, C, H, W) on the CPU: what the run returns
-    returned: str  # which image that is, in words, e.g. "average of iterates 1-1200 (weight 0.99)"
-    iterations: int  # steps run
-    stop_reason: str  # "iterations" | "stopped" | "interrupted" | "diverged"
+    returned: str  # which image that is, in words, e.g. "average at iterate 840 (weight 0.99)"
+    best_iteration: int  # the iteration the returned image belongs to
+    iterations: int  # steps run: where the run stopped
+    stop_reason: str  # "patience" | "cap" | "stopped" | "interrupted" | "diverged"
     rollbacks: int
     seconds: float
     final_loss: float
     losses: list[float] = field(repr=False, default_factory=list)
+    statistics: list[float] = field(repr=False, default_factory=list)  # the detector's, one per step
 
 
 def fit(
@@ -134,13 +137,16 @@ def fit(
     *,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    detector: Detector | None = None,
     stop: Callable[[Step], bool] | None = None,
     observe: Callable[[Step], None] | None = None,
 ) -> FitResult:
     """Runs the fit and returns the image it settles on. One ``seed`` fixes the weights, ``z`` and the jitter.
 
-    ``stop(step)`` returning True ends the run after that step; ``observe(step)`` sees every step. Ctrl-C ends
-    the run too and still returns the image so far.
+    With a ``detector`` the run ends when it fires and returns the iterate it picked (or the output average at
+    that iterate, when the fit averages); without one it runs ``fit_cfg.iterations`` steps and returns the last.
+    ``stop(step)`` returning True also ends the run; ``observe(step)`` sees every step. Ctrl-C ends the run and
+    still returns the best image so far.
     """
     device = torch.device(device)
     channels, height, width = observation.y.shape[-3:]
@@ -151,14 +157,21 @@ def fit(
 
     last: Step | None = None
     losses: list[float] = []
-    reason = "iterations"
+    statistics: list[float] = []
+    reason = "cap"
     started = time.perf_counter()
     try:
         for step in iterate(observation, net, z, fit_cfg, generator=jitter):
             last = step
             losses.append(step.loss)
+            fired = detector is not None and detector.update(step)
+            if detector is not None:
+                statistics.append(detector.statistic)
             if observe is not None:
                 observe(step)
+            if fired:
+                reason = "patience"
+                break
             if stop is not None and stop(step):
                 reason = "stopped"
                 break
@@ -172,18 +185,25 @@ def fit(
         reason = "diverged"
     seconds = time.perf_counter() - started
 
-    if last.average is not None:
-        image = last.average
-        returned = f"average of iterates 1-{last.iteration} (weight {fit_cfg.average})"
+    if detector is not None and detector.best is not None:
+        best_iteration, raw, average = detector.best_iteration, detector.best, detector.best_average
+        where = f"iterate {best_iteration}, the {detector.name} minimum"
+    else:  # no detector, or the run ended before the detector could pick anything
+        best_iteration, raw, average = last.iteration, last.x, last.average
+        where = f"iterate {best_iteration}, the last"
+    if average is not None:
+        image, returned = average, f"output average at {where} (weight {fit_cfg.average})"
     else:
-        image, returned = last.x, f"iterate {last.iteration}"
+        image, returned = raw, where
     return FitResult(
         image=image.float().cpu(),
         returned=returned,
+        best_iteration=best_iteration,
         iterations=last.iteration,
         stop_reason=reason,
         rollbacks=last.rollbacks,
         seconds=seconds,
         final_loss=last.loss,
         losses=losses,
+        statistics=statistics,
     )

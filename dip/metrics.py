@@ -43,3 +43,42 @@ def ssim(image, reference, *, data_range: float = 1.0) -> float:
     if win < 3:
         return float("nan")
     return float(structural_similarity(image, reference, data_range=data_range, channel_axis=-1, win_size=win))
+
+
+class ReferenceTracker:
+    """An observer for evaluation runs: PSNR of each k-th iterate (and of the output average) against a clean
+    reference, SSIM at a coarser interval, so that a run knows its own peak. It only watches the Steps; the
+    stopping rule never sees it.
+    """
+
+    def __init__(self, reference: torch.Tensor, *, every: int = 10, ssim_every: int = 100) -> None:
+        self.reference = reference.float()
+        self.every, self.ssim_every = every, ssim_every
+        self.history: list[dict[str, float]] = []
+
+    def _psnr(self, x: torch.Tensor) -> float:
+        if self.reference.device != x.device:
+            self.reference = self.reference.to(x.device)
+        # .item() is a device sync; it happens only every `every` steps
+        mse = (x.float() - self.reference).square().mean().item()
+        return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+    def __call__(self, step) -> None:
+        if step.iteration % self.every and step.iteration != 1:
+            return
+        entry: dict[str, float] = {"iteration": step.iteration, "psnr": self._psnr(step.x)}
+        if step.average is not None:
+            entry["psnr_average"] = self._psnr(step.average)
+        if step.iteration % self.ssim_every == 0:
+            entry["ssim"] = ssim(step.x, self.reference)
+            if step.average is not None:
+                entry["ssim_average"] = ssim(step.average, self.reference)
+        self.history.append(entry)
+
+    def peak(self, key: str = "psnr") -> tuple[float, int]:
+        """The highest value of ``key`` seen and its iteration; (nan, 0) before any record."""
+        seen = [(entry[key], entry["iteration"]) for entry in self.history if key in entry]
+        if not seen:
+            return math.nan, 0
+        best = max(seen, key=lambda pair: pair[0])
+        return best[0], int(best[1])

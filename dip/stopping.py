@@ -12,45 +12,19 @@ Detectors are small objects: ``update(step) -> bool`` (True: stop now), with ``b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from .errors import UsageError
-
-STOP_RULES = ("auto", "wmv", "emv", "off")
+from .config import StopConfig
 
 
-@dataclass(frozen=True)
-class StopConfig:
-    rule: str = "auto"  # auto = wmv
-    window: int = 100  # W: iterates in the variance window (wmv)
-    patience: int = 1000  # P: steps without a new minimum before stopping
-    warmup: int = 500  # no minimum is recorded before this step: early plateaus are false minima
-    alpha: float = 0.1  # emv's smoothing weight
-
-    def __post_init__(self) -> None:
-        if self.rule not in STOP_RULES:
-            raise UsageError(f"unknown stopping rule {self.rule!r}; choose one of: {', '.join(STOP_RULES)}")
-        if self.window < 2:
-            raise UsageError(f"--window must be at least 2, not {self.window}")
-        if self.patience < 1:
-            raise UsageError(f"--patience must be at least 1, not {self.patience}")
-        if self.warmup < 0:
-            raise UsageError(f"the warm-up must be >= 0, not {self.warmup}")
-        if not 0 < self.alpha < 1:
-            raise UsageError(f"alpha must be in (0, 1), not {self.alpha}")
-
-    @property
-    def resolved_rule(self) -> str:
-        return "wmv" if self.rule == "auto" else self.rule
-
-
-class _Detector:
+class Detector:
     """Remembers the iterate at the lowest statistic and stops after ``patience`` steps without a new one.
 
     Subclasses say what the statistic is, in ``push(x) -> float`` (NaN while it is not yet defined).
     """
+
+    name = "statistic"
 
     def __init__(self, patience: int, warmup: int) -> None:
         self.patience, self.warmup = patience, warmup
@@ -74,13 +48,15 @@ class _Detector:
         return self.best is not None and step.iteration - self.best_iteration >= self.patience
 
 
-class WindowedVariance(_Detector):
+class WindowedVariance(Detector):
     """ES-WMV: VAR_t = (1/W) sum_i (1/N) ||x_i - mean||^2 over the last W iterates, in O(N) per step.
 
     A ring buffer holds the window (on the iterates' device); running float64 sums of the iterates and of their
     squared norms are updated by adding the newest and subtracting the one that leaves, so the cost per step
     does not grow with W. float64 keeps the subtraction S2 - |S1|^2 / W from cancelling to noise.
     """
+
+    name = "windowed-variance"
 
     def __init__(self, window: int = 100, patience: int = 1000, warmup: int = 500) -> None:
         super().__init__(patience, warmup)
@@ -114,8 +90,10 @@ class WindowedVariance(_Detector):
         return max(total.item(), 0.0) / (self.window * n)
 
 
-class ExponentialVariance(_Detector):
+class ExponentialVariance(Detector):
     """ES-EMV: an exponential moving mean and variance (weight alpha) instead of a window; memory 2N."""
+
+    name = "exponential-variance"
 
     def __init__(self, alpha: float = 0.1, patience: int = 1000, warmup: int = 500) -> None:
         super().__init__(patience, warmup)

@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from conftest import small_image
 
 import dip
 from dip.errors import InputError, UsageError
 from dip.io import Picture, read_image, write_image
+
+from conftest import small_image
 
 FAST = dict(preset="light", iterations=3)
 
@@ -43,7 +44,7 @@ def test_reference_metrics_and_record(tmp_path):
     clean = Picture(small_image(32), None, 8, "RGB", None)
     noisy = clean.with_pixels(np.clip(clean.pixels + 0.1, 0, 1))
     result = dip.restore(noisy, reference=clean, seed=2, **FAST)
-    assert set(result.metrics) == {"psnr", "ssim", "input_psnr", "input_ssim"}
+    assert set(result.metrics) == {"psnr", "ssim", "input_psnr", "input_ssim", "peak_psnr", "peak_iteration"}
     record = result.record()
     assert record["seed"] == 2 and record["iterations"] == 3 and record["net"]["scales"] == 5
     with pytest.raises(InputError, match="reference"):

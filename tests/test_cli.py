@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import small_image
 from PIL import Image
 
 from dip.cli import main
+
+from conftest import small_image
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -159,6 +160,9 @@ def _truncated_png(tmp_path):
         ("iterations not a number", lambda i, t: ["restore", i["noisy"], "--iters", "many"], USAGE, "--iters"),
         ("negative lr", lambda i, t: ["restore", i["noisy"], "--lr", "-1"], USAGE, "--lr"),
         ("unknown loss", lambda i, t: ["restore", i["noisy"], "--loss", "huber"], USAGE, "huber"),
+        ("unknown stop rule", lambda i, t: ["restore", i["noisy"], "--stop", "never"], USAGE, "never"),
+        ("window too small", lambda i, t: ["restore", i["noisy"], "--window", "1"], USAGE, "--window"),
+        ("zero patience", lambda i, t: ["restore", i["noisy"], "--patience", "0"], USAGE, "--patience"),
         ("unknown option", lambda i, t: ["restore", i["noisy"], "--fast"], USAGE, "--fast"),
         ("unknown device", lambda i, t: ["restore", i["noisy"], "--device", "tpu"], USAGE, "tpu"),
         ("cuda absent", lambda i, t: ["restore", i["noisy"], "--device", "cuda"], FAILURE, "CUDA"),
@@ -225,3 +229,54 @@ def test_unwritable_output_folder(capsys, images, tmp_path):
     code, out, err = run(capsys, "restore", images["noisy"], "-o", target, *FAST)
     assert code == FAILURE and err.startswith("dip: error: ") and err.count("\n") == 1
     assert not target.exists()
+
+
+def test_stop_off_runs_exactly_iters_and_json_tells_where_it_stopped(capsys, images, tmp_path):
+    code, out, err = run(
+        capsys,
+        "restore",
+        images["noisy"],
+        "-o",
+        tmp_path / "off.png",
+        "--stop",
+        "off",
+        "--iters",
+        "7",
+        "--reference",
+        images["clean"],
+        "--json",
+        "--preset",
+        "light",
+        "--quiet",
+    )
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["iterations"] == record["stopped_at"] == record["best_iteration"] == 7
+    assert record["stop_reason"] == "cap" and record["stop"]["rule"] == "off"
+    assert record["peak_iteration"] in (1, 7) and record["peak_psnr"] >= record["psnr"] - 1e-6
+
+
+def test_stop_options_reach_the_detector(capsys, images, tmp_path):
+    code, out, err = run(
+        capsys,
+        "restore",
+        images["noisy"],
+        "-o",
+        tmp_path / "emv.png",
+        "--stop",
+        "emv",
+        "--patience",
+        "3",
+        "--window",
+        "4",
+        "--iters",
+        "9",
+        "--json",
+        "--preset",
+        "light",
+        "--quiet",
+    )
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["stop"]["rule"] == "emv" and record["stop"]["patience"] == 3 and record["stop"]["window"] == 4
+    assert record["stop"]["cap"] == 9 and record["iterations"] <= 9

@@ -3,13 +3,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import small_image
 
 from dip.config import FitConfig, NetConfig
 from dip.degradations import Observation, add_gaussian_noise, drop_pixels, jpeg_compress
 from dip.fit import fit, iterate
 from dip.metrics import psnr
 from dip.nets import build_net, make_input
+
+from conftest import small_image
 
 SMALL = NetConfig(scales=4, channels_down=16, channels_up=16, channels_skip=4, input_depth=8)
 SMALL_JPEG = NetConfig(
@@ -47,7 +48,7 @@ def test_returned_image_is_the_average_or_the_last_iterate(clean48):
         expected = expected * 0.9 + step.x * 0.1
     assert torch.allclose(averaged.image, expected)
     raw = fit(Observation(y), SMALL, FitConfig(iterations=5, average=None), seed=0)
-    assert torch.equal(raw.image, seen[-1].x) and raw.returned == "iterate 5"
+    assert torch.equal(raw.image, seen[-1].x) and raw.returned == "iterate 5, the last"
 
 
 def test_stop_predicate_ends_the_run(clean48):

@@ -91,3 +91,58 @@ def test_rules(rule, kind):
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(UsageError):
         StopConfig(**kwargs)
+
+
+# --- wired into the fit ------------------------------------------------------------------------------------
+
+
+def _noisy_observation():
+    import numpy as np
+
+    from dip.degradations import Observation, add_gaussian_noise
+
+    from conftest import small_image
+
+    noisy = add_gaussian_noise(small_image(32), 25, np.random.default_rng(0))
+    return Observation(torch.from_numpy(noisy).permute(2, 0, 1)[None].contiguous())
+
+
+SMALL_NET = dict(scales=3, channels_down=8, channels_up=8, channels_skip=2, input_depth=4)
+
+
+@pytest.mark.parametrize("average", [None, 0.9])
+def test_fit_returns_the_stored_best_not_the_last_iterate(average):
+    from dip.config import FitConfig, NetConfig
+    from dip.fit import fit
+
+    detector = WindowedVariance(window=5, patience=15, warmup=10)
+    seen = []
+    result = fit(
+        _noisy_observation(),
+        NetConfig(**SMALL_NET),
+        FitConfig(iterations=200, average=average),
+        seed=0,
+        detector=detector,
+        observe=seen.append,
+    )
+    assert result.stop_reason == "patience"
+    assert result.iterations == detector.best_iteration + 15 == len(seen)
+    assert result.best_iteration == detector.best_iteration < result.iterations
+    best_step = seen[detector.best_iteration - 1]
+    expected = best_step.x if average is None else best_step.average
+    assert torch.equal(result.image, expected)
+    last = seen[-1].x if average is None else seen[-1].average
+    assert not torch.equal(result.image, last)
+    assert len(result.statistics) == result.iterations
+
+
+def test_cap_ends_a_run_before_patience_and_still_returns_the_best():
+    from dip.config import FitConfig, NetConfig
+    from dip.fit import fit
+
+    detector = WindowedVariance(window=5, patience=1000, warmup=10)
+    result = fit(
+        _noisy_observation(), NetConfig(**SMALL_NET), FitConfig(iterations=40, average=None), seed=0, detector=detector
+    )
+    assert result.stop_reason == "cap" and result.iterations == 40
+    assert torch.equal(result.image, detector.best)
