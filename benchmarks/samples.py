@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows = []
-    header = f"{'case':<26} {'task':<8} {'preset':<14} {'in dB':>6} {'out dB':>7} {'gain':>6} {'steps':>6} {'s':>7}"
+    header = (
+        f"{'case':<26} {'task':<8} {'preset':<14} {'in dB':>6} {'out dB':>7} {'gain':>6} {'best@':>6} {'steps':>6} "
+        f"{'stop':<9} {'peak':>6} {'peak@':>6} {'s':>7}"
+    )
     print(header)
     for case in cases(args.size_f16):
         if args.only and args.only not in case["name"]:
@@ -89,13 +92,18 @@ def main(argv: list[str] | None = None) -> int:
             "input_psnr": round(m["input_psnr"], 2),
             "psnr": round(m["psnr"], 2),
             "ssim": round(m["ssim"], 4),
+            "best_iteration": result.result.best_iteration,
             "iterations": result.result.iterations,
+            "stop_reason": result.result.stop_reason,
+            "peak_psnr": round(m["peak_psnr"], 2),
+            "peak_iteration": m["peak_iteration"],
             "seconds": round(result.result.seconds, 1),
         }
         rows.append(row)
         print(
             f"{row['case']:<26} {row['task']:<8} {row['preset']:<14} {row['input_psnr']:>6.2f} {row['psnr']:>7.2f} "
-            f"{row['psnr'] - row['input_psnr']:>+6.2f} {row['iterations']:>6} {row['seconds']:>7.1f}",
+            f"{row['psnr'] - row['input_psnr']:>+6.2f} {row['best_iteration']:>6} {row['iterations']:>6} "
+            f"{row['stop_reason']:<9} {row['peak_psnr']:>6.2f} {row['peak_iteration']:>6} {row['seconds']:>7.1f}",
             flush=True,
         )
     machine = {

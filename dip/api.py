@@ -76,6 +76,17 @@ class Restoration:
         }
 
 
+def _all_of(observers: list[Callable[[Step], None]]) -> Callable[[Step], None] | None:
+    if not observers:
+        return None
+
+    def observe(step: Step) -> None:
+        for observer in observers:
+            observer(step)
+
+    return observe
+
+
 def _load(image: Picture | str | Path) -> Picture:
     return image if isinstance(image, Picture) else read_image(image)
 
@@ -158,7 +169,7 @@ def restore(
         seed=seed,
         device=device,
         detector=make_detector(chosen.stop),
-        observe=(lambda step: [o(step) for o in observers]) if observers else None,
+        observe=_all_of(observers),
     )
 
     metrics: dict[str, float] = {}

@@ -75,6 +75,17 @@ def drop_pixels(pixels: np.ndarray, fraction: float, rng: np.random.Generator) -
     return (pixels * known[..., None]).astype(np.float32), known
 
 
+def add_salt_and_pepper(pixels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Impulse noise: a random ``fraction`` of pixel positions set to black or white (half each, all channels)."""
+    if not 0 < fraction < 1:
+        raise UsageError(f"the salt-and-pepper fraction must be strictly between 0 and 1, not {fraction}")
+    hit = rng.random(pixels.shape[:2]) < fraction
+    white = rng.random(pixels.shape[:2]) < 0.5
+    noisy = pixels.copy()
+    noisy[hit] = white[hit][:, None].astype(np.float32)
+    return noisy.astype(np.float32)
+
+
 def jpeg_bytes(pixels: np.ndarray, quality: int) -> bytes:
     """The image encoded by Pillow's JPEG codec at ``quality`` (1-95), 4:2:0 chroma as Pillow does by default."""
     from PIL import Image

@@ -17,7 +17,7 @@ from dip.degradations import add_gaussian_noise, jpeg_bytes
 from dip.io import Picture, write_image
 
 HERE = Path(__file__).resolve().parent
-SIZE = 192
+SIZE = 160
 
 
 def _square(image: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
@@ -33,9 +33,9 @@ def _text_mask(seed: int) -> np.ndarray:
     """Captions and scratches drawn over the image: True = known pixel."""
     canvas = Image.new("L", (SIZE, SIZE), 255)
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=18)
+    font = ImageFont.load_default(size=15)
     for row, words in enumerate(["Deep Image", "Prior 2018", "no training", "data needed"]):
-        draw.text((12, 14 + 44 * row), words, fill=0, font=font)
+        draw.text((10, 12 + 37 * row), words, fill=0, font=font)
     rng = np.random.default_rng(seed)
     for _ in range(4):
         x0, y0, x1, y1 = (int(v) for v in rng.integers(0, SIZE, 4))

@@ -94,3 +94,14 @@ def test_same_seed_same_corruption(clean48):
 def test_impossible_corruptions_are_refused(call, clean48):
     with pytest.raises(UsageError):
         call(clean48)
+
+
+def test_salt_and_pepper_hits_the_fraction_with_black_and_white():
+    from dip.degradations import add_salt_and_pepper
+
+    image = np.full((100, 100, 3), 0.5, np.float32)
+    noisy = add_salt_and_pepper(image, 0.3, np.random.default_rng(0))
+    hit = np.any(noisy != 0.5, axis=2)
+    assert hit.mean() == pytest.approx(0.3, abs=0.02)
+    assert set(np.unique(noisy[hit])) == {0.0, 1.0}
+    assert np.all(noisy[hit].min(axis=1) == noisy[hit].max(axis=1))  # all channels alike

@@ -1,0 +1,231 @@
+"""How close does automatic stopping come to the best iterate a clean image would have picked?
+
+    python benchmarks/early_stopping.py --size 64 --cap 3000 [--images astronaut,F16] [--corruptions ...]
+                                        [--seeds 0,1] [--preset light] [--rule wmv] [--json out.json]
+
+Each case (image x corruption x seed) is fitted for ``--cap`` steps, always to the end, so that the peak PSNR
+over the whole run is known. Along the way the detector sees every iterate exactly as in a real run; the
+iteration where it would have stopped and the image it would have returned are recorded. Printed per case:
+peak PSNR and its iteration, detected iteration, returned PSNR (raw iterate and output average), the gap
+peak - returned, wall time, and the detector's share of the step time. Summary lines follow.
+
+Images: the samples' clean originals and the paper's images in ../shared/data/dip-paper (when present),
+centre-cropped to a square and resized to --size. Nothing here is a test; the library is called directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import dip
+from dip import degradations
+from dip.config import Loss, StopConfig, Task, resolve_preset
+from dip.degradations import Observation
+from dip.fit import iterate
+from dip.metrics import psnr
+from dip.nets import build_net, make_input
+from dip.stopping import make_detector
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT.parent / "shared" / "data" / "dip-paper"
+IMAGES = {
+    "astronaut": ROOT / "samples" / "astronaut.png",
+    "chelsea": ROOT / "samples" / "chelsea.png",
+    "coffee": ROOT / "samples" / "coffee.png",
+    "F16": PAPER / "denoising" / "F16_GT.png",
+    "kate": PAPER / "inpainting" / "kate.png",
+    "zebra": PAPER / "sr" / "zebra_GT.png",
+    "barbara": PAPER / "restoration" / "barbara.png",
+}
+CORRUPTIONS = ("gauss15", "gauss25", "gauss50", "sp30", "jpeg10", "jpeg20", "drop50", "text")
+
+
+def load_square(path: Path, size: int, *, mode: str = "RGB") -> np.ndarray:
+    image = Image.open(path).convert(mode)
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return array[..., None] if array.ndim == 2 else array
+
+
+def corrupt(clean: np.ndarray, name: str, seed: int) -> tuple[np.ndarray, np.ndarray | None, Task, Loss]:
+    """The corrupted image, the mask (True = known) or None, the task and the loss a user would pick."""
+    rng = np.random.default_rng(seed)
+    if name.startswith("gauss"):
+        return degradations.add_gaussian_noise(clean, float(name[5:]), rng), None, Task.denoise, Loss.l2
+    if name.startswith("sp"):
+        return degradations.add_salt_and_pepper(clean, int(name[2:]) / 100, rng), None, Task.denoise, Loss.l1
+    if name.startswith("jpeg"):
+        return degradations.jpeg_compress(clean, int(name[4:])), None, Task.jpeg, Loss.l2
+    if name.startswith("drop"):
+        dropped, known = degradations.drop_pixels(clean, int(name[4:]) / 100, rng)
+        return dropped, known, Task.inpaint, Loss.l2
+    if name == "text":
+        # Any darkening after resizing marks a pixel unknown, so that thin strokes survive a small --size.
+        known = load_square(PAPER / "inpainting" / "kate_mask.png", clean.shape[0], mode="L")[..., 0] > 0.99
+        return clean * known[..., None], known, Task.inpaint, Loss.l2
+    raise SystemExit(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
+
+
+def run_case(clean: np.ndarray, corruption: str, seed: int, args) -> dict:
+    corrupted, known, task, loss = corrupt(clean, corruption, seed)
+    preset = resolve_preset(args.preset, task, "cpu" if args.device == "cpu" else args.device)
+    fit_cfg = replace(preset.fit, iterations=args.cap, loss=loss, **({"lr": args.lr} if args.lr else {}))
+    overrides = {k: getattr(args, k) for k in ("patience", "window", "warmup") if getattr(args, k) is not None}
+    stop_cfg = replace(preset.stop, rule=args.rule, **overrides)
+    device = torch.device(args.device)
+    mask = None if known is None else torch.from_numpy(known.astype(np.float32))[None, None]
+    observation = Observation(_tensor(corrupted), mask).to(device)
+    reference = _tensor(clean).to(device)
+    net = build_net(preset.net, clean.shape[2], seed=seed).to(device)
+    z = make_input(preset.net, *clean.shape[:2], generator=torch.Generator().manual_seed(seed)).to(device)
+    detector = make_detector(stop_cfg)
+
+    def score(x: torch.Tensor) -> float:
+        mse = (x - reference).square().mean().item()
+        return math.inf if mse == 0 else -10 * math.log10(mse)
+
+    peak = {"raw": (math.nan, 0), "average": (math.nan, 0)}
+    detected_at, returned = None, None
+    detector_seconds = 0.0
+    started = time.perf_counter()
+    for step in iterate(observation, net, z, fit_cfg, generator=torch.Generator(device=device).manual_seed(seed + 1)):
+        tick = time.perf_counter()
+        fired = detector.update(step)
+        detector_seconds += time.perf_counter() - tick
+        if step.iteration % args.track_every == 0:
+            for kind, image in (("raw", step.x), ("average", step.average)):
+                if image is not None and not (value := score(image)) <= peak[kind][0]:
+                    peak[kind] = (value, step.iteration)
+        if fired and detected_at is None:
+            detected_at = step.iteration
+            returned = (
+                score(detector.best),
+                score(detector.best_average) if detector.best_average is not None else math.nan,
+                detector.best_iteration,
+            )
+    seconds = time.perf_counter() - started
+    if detected_at is None:  # never fired: a real run would have hit the cap and returned the best so far
+        returned = (
+            (
+                score(detector.best),
+                score(detector.best_average) if detector.best_average is not None else math.nan,
+                detector.best_iteration,
+            )
+            if detector.best is not None
+            else (math.nan,) * 3
+        )
+    steps = step.iteration
+    return {
+        "corruption": corruption,
+        "seed": seed,
+        "task": task.value,
+        "preset": preset.name,
+        "input_psnr": psnr(corrupted, clean),
+        "peak_psnr": peak["raw"][0],
+        "peak_iteration": peak["raw"][1],
+        "peak_psnr_average": peak["average"][0],
+        "peak_iteration_average": peak["average"][1],
+        "detected_at": detected_at,
+        "best_iteration": returned[2],
+        "returned_psnr": returned[0],
+        "returned_psnr_average": returned[1],
+        "seconds": seconds,
+        "seconds_to_detection": seconds * (detected_at or steps) / steps,
+        "detector_share": detector_seconds / seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", default="astronaut,chelsea,coffee,F16")
+    parser.add_argument("--corruptions", default=",".join(CORRUPTIONS))
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--size", type=int, default=64, help="square side in px (full size is for a GPU)")
+    parser.add_argument("--cap", type=int, default=3000, help="steps per case; the peak is searched up to here")
+    parser.add_argument("--preset", default="auto")
+    parser.add_argument("--rule", default="auto", choices=("auto", "wmv", "emv"))
+    parser.add_argument("--lr", type=float, help="override the preset's learning rate")
+    parser.add_argument("--patience", type=int)
+    parser.add_argument("--window", type=int)
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--track-every", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    StopConfig(rule=args.rule)  # fail early on a bad rule
+
+    rows = []
+    print(
+        f"{'image':<10} {'corruption':<8} {'seed':>4} {'in':>6} {'peak':>6} {'@':>5} {'det@':>5} {'best@':>5} "
+        f"{'ret':>6} {'gap':>5} {'avgpk':>6} {'avg@':>5} {'avgret':>6} {'avggap':>6} {'s':>6} {'det%':>5}"
+    )
+    for image_name in args.images.split(","):
+        path = IMAGES.get(image_name)
+        if path is None or not path.exists():
+            print(f"# skipping {image_name}: not found", file=sys.stderr)
+            continue
+        clean = load_square(path, args.size, mode="L" if image_name == "barbara" else "RGB")
+        for corruption in args.corruptions.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                row = {"image": image_name, **run_case(clean, corruption, seed, args)}
+                row["gap"] = row["peak_psnr"] - row["returned_psnr"]
+                row["gap_average"] = row["peak_psnr_average"] - row["returned_psnr_average"]
+                rows.append(row)
+                print(
+                    f"{image_name:<10} {corruption:<8} {seed:>4} {row['input_psnr']:>6.2f} {row['peak_psnr']:>6.2f} "
+                    f"{row['peak_iteration']:>5} {row['detected_at'] or '-':>5} {row['best_iteration']:>5} "
+                    f"{row['returned_psnr']:>6.2f} {row['gap']:>5.2f} {row['peak_psnr_average']:>6.2f} "
+                    f"{row['peak_iteration_average']:>5} {row['returned_psnr_average']:>6.2f} "
+                    f"{row['gap_average']:>6.2f} {row['seconds']:>6.1f} {100 * row['detector_share']:>5.1f}",
+                    flush=True,
+                )
+    for key, label in (("gap", "raw iterate"), ("gap_average", "output average")):
+        gaps = [r[key] for r in rows if math.isfinite(r[key])]
+        if gaps:
+            within = sum(g <= 1.0 for g in gaps) / len(gaps)
+            print(
+                f"# {label}: within 1 dB of its peak in {100 * within:.0f}% of {len(gaps)} cases; "
+                f"median gap {statistics.median(gaps):.2f} dB; worst {max(gaps):.2f} dB"
+            )
+    if rows:
+        print(
+            f"# detector share of step time: median {100 * statistics.median(r['detector_share'] for r in rows):.1f}%"
+        )
+    machine = {
+        "device": args.device,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "dip": dip.__version__,
+        "python": platform.python_version(),
+        "size": args.size,
+        "cap": args.cap,
+        "rule": args.rule,
+    }
+    print(f"# {machine}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
