@@ -7,7 +7,9 @@ Each case (image x corruption x seed) is fitted for ``--cap`` steps, always to t
 over the whole run is known. Along the way the detector sees every iterate exactly as in a real run; the
 iteration where it would have stopped and the image it would have returned are recorded. Printed per case:
 peak PSNR and its iteration, detected iteration, returned PSNR (raw iterate and output average), the gap
-peak - returned, wall time, and the detector's share of the step time. Summary lines follow.
+peak - returned, wall time, and the detector's share of the step time. Summary lines follow. The output
+average is computed on every case, also where the preset returns the raw iterate (inpainting), so that the
+two candidates can be compared.
 
 Images: the samples' clean originals and the paper's images in ../shared/data/dip-paper (when present),
 centre-cropped to a square and resized to --size. Nothing here is a test; the library is called directly.
@@ -87,7 +89,15 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 def run_case(clean: np.ndarray, corruption: str, seed: int, args) -> dict:
     corrupted, known, task, loss = corrupt(clean, corruption, seed)
     preset = resolve_preset(args.preset, task, "cpu" if args.device == "cpu" else args.device)
-    fit_cfg = replace(preset.fit, iterations=args.cap, loss=loss, **({"lr": args.lr} if args.lr else {}))
+    # The average is always computed (it does not change the optimisation), so that both candidates for the
+    # returned image, raw iterate and output average, are measured on every case.
+    fit_cfg = replace(
+        preset.fit,
+        iterations=args.cap,
+        loss=loss,
+        average=preset.fit.average or 0.99,
+        **({"lr": args.lr} if args.lr else {}),
+    )
     overrides = {k: getattr(args, k) for k in ("patience", "window", "warmup") if getattr(args, k) is not None}
     stop_cfg = replace(preset.stop, rule=args.rule, **overrides)
     device = torch.device(args.device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -305,11 +306,10 @@ def degrade(
             data = degradations.jpeg_bytes(picture.pixels, jpeg)
             with atomic_output(output) as temporary:
                 temporary.write_bytes(data)
-            corrupted = read_image(output).pixels
         else:
-            corrupted = degradations.jpeg_compress(picture.pixels, jpeg)
-            write_image(output, picture.with_pixels(corrupted))
-    record["psnr"] = round(psnr(corrupted, picture.pixels), 4)
+            write_image(output, picture.with_pixels(degradations.jpeg_compress(picture.pixels, jpeg)))
+    # Scored as written (quantised to the file's bit depth), so it matches what `restore` reports as input_psnr.
+    record["psnr"] = round(psnr(read_image(output).pixels, picture.pixels), 4)
     write_sidecar(output, record)
     _emit(record, as_json, f"{clean} -> {output}: {record['corruption']['kind']}, PSNR {record['psnr']:.2f} dB")
 
@@ -326,15 +326,22 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app and turns user errors into one line on stderr and an exit code."""
     command = typer.main.get_command(app)
     click_exception = _click_exception_type()
-    try:
-        code = command.main(args=argv, prog_name="dip", standalone_mode=False)
-    except DipError as error:
-        typer.echo(f"dip: error: {error}", err=True)
-        code = error.exit_code
-    except click_exception as error:
-        typer.echo(f"dip: error: {error.format_message()}", err=True)
-        code = error.exit_code
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo("dip: interrupted before anything could be written", err=True)
-        code = EXIT_INTERRUPTED
+    with warnings.catch_warnings():
+        # Warnings meant for the user (first frame of an animation, clipped values) as one plain line each.
+        warnings.showwarning = lambda message, *_: typer.echo(f"dip: warning: {message}", err=True)
+        try:
+            code = command.main(args=argv, prog_name="dip", standalone_mode=False)
+        except DipError as error:
+            typer.echo(f"dip: error: {error}", err=True)
+            code = error.exit_code
+        except click_exception as error:
+            typer.echo(f"dip: error: {error.format_message()}", err=True)
+            code = error.exit_code
+        except (KeyboardInterrupt, typer.Abort):
+            typer.echo("dip: interrupted before anything could be written", err=True)
+            code = EXIT_INTERRUPTED
     sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,7 @@
 """The command line as a user meets it: exit codes, one-line errors on stderr, clean stdout, no stray files."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -217,8 +218,6 @@ def test_bad_input_gets_one_line_and_an_exit_code(capsys, images, tmp_path, case
 
 
 def test_unwritable_output_folder(capsys, images, tmp_path):
-    import os
-
     if os.geteuid() == 0:
         # root writes anywhere; a path under a regular file is unwritable for everyone.
         target = images["clean"] / "sub" / "out.png"
@@ -280,3 +279,49 @@ def test_stop_options_reach_the_detector(capsys, images, tmp_path):
     record = json.loads(out)
     assert record["stop"]["rule"] == "emv" and record["stop"]["patience"] == 3 and record["stop"]["window"] == 4
     assert record["stop"]["cap"] == 9 and record["iterations"] <= 9
+
+
+def test_warnings_are_one_plain_line(capsys, tmp_path):
+    frames = [Image.fromarray(np.full((32, 32, 3), v, np.uint8)) for v in (40, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    code, out, err = run(capsys, "degrade", tmp_path / "anim.gif", "-o", tmp_path / "n.png", "--noise", "10")
+    assert code == 0
+    assert err.startswith("dip: warning: ") and "first" in err and err.count("\n") == 1
+
+
+def test_ctrl_c_writes_the_image_so_far_and_exits_130(images, tmp_path):
+    import signal
+    import time
+
+    output = tmp_path / "interrupted.png"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dip.cli",
+            "restore",
+            str(images["noisy"]),
+            "-o",
+            str(output),
+            "--preset",
+            "light",
+            "--stop",
+            "off",
+            "--iters",
+            "1000000",
+            "--quiet",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    time.sleep(6)  # imports and a few hundred steps
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    record = json.loads(out)
+    assert record["stop_reason"] == "interrupted" and 0 < record["iterations"] < 1000000
+    assert Image.open(output).size == (32, 32)
+    assert json.loads((tmp_path / "interrupted.png.json").read_text())["stop_reason"] == "interrupted"
