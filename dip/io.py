@@ -225,6 +225,10 @@ def _read(path: Path, error: type[InputError], noun: str) -> Picture:
 
     for note in notes + [f"'{path}': {n}" for n in decoded.notes]:
         warnings.warn(note, stacklevel=3)
+    return _oriented_picture(decoded, orientation, icc, path)
+
+
+def _oriented_picture(decoded: _Decoded, orientation: int, icc: bytes | None, path: Path) -> Picture:
     return Picture(
         pixels=_orient(decoded.pixels, orientation),
         alpha=None if decoded.alpha is None else _orient(decoded.alpha, orientation),
@@ -415,14 +419,7 @@ def _read_with_tifffile(path: Path, limit: int | None, fail) -> Picture:
         notes.insert(0, f"'{path}' has {frames} pages; dip uses the first only")
     for note in notes:
         warnings.warn(note, stacklevel=4)
-    return Picture(
-        pixels=_orient(decoded.pixels, orientation),
-        alpha=None if decoded.alpha is None else _orient(decoded.alpha, orientation),
-        bit_depth=decoded.bit_depth,
-        mode=decoded.mode,
-        icc_profile=icc,
-        path=path,
-    )
+    return _oriented_picture(decoded, orientation, icc, path)
 
 
 def _tiff_arrays(path: Path, limit: int | None = None, fail=None) -> tuple[_Decoded, int, bytes | None, int]:

@@ -146,3 +146,22 @@ def test_cap_ends_a_run_before_patience_and_still_returns_the_best():
     )
     assert result.stop_reason == "cap" and result.iterations == 40
     assert torch.equal(result.image, detector.best)
+
+
+@pytest.mark.parametrize("detector_type", [WindowedVariance, ExponentialVariance])
+def test_detector_finds_the_quiet_point_of_a_synthetic_fit(detector_type):
+    # Iterates settle towards an image (jitter shrinking) until step 120, then wander off (jitter growing): the
+    # lowest variance, and so the stored best, is around 120, and the run stops `patience` steps later.
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand((1, 3, 16, 16), generator=g)
+    kwargs = dict(window=10) if detector_type is WindowedVariance else dict(alpha=0.1)
+    detector = detector_type(patience=60, warmup=20, **kwargs)
+    stopped = None
+    for t in range(1, 400):
+        spread = 0.01 + 0.5 * abs(t - 120) / 120
+        x = image + spread * torch.randn(image.shape, generator=g)
+        if detector.update(SimpleNamespace(iteration=t, x=x, average=None)):
+            stopped = t
+            break
+    assert 100 <= detector.best_iteration <= 140
+    assert stopped == detector.best_iteration + 60
