@@ -108,7 +108,7 @@ def restore(
     task: Task | str = "auto",
     mask: np.ndarray | str | Path | None = None,
     mask_invert: bool = False,
-    preset: str = "auto",
+    preset: str | Preset = "auto",
     iterations: int | None = None,
     lr: float | None = None,
     loss: Loss | str | None = None,
@@ -123,6 +123,7 @@ def restore(
 ) -> Restoration:
     """Restores one image. ``mask`` is a bool array (H, W) or an image file, True/white = known pixel.
 
+    ``preset`` is a name (see dip.config.PRESETS; auto / paper / light pick by task and device) or a Preset.
     ``stop`` is auto | wmv | emv | off (None: the preset's); with stopping on, ``iterations`` is the cap. With a
     ``reference``, PSNR against it is tracked every ``track_every`` steps for the record; it never steers the fit.
     """
@@ -130,7 +131,7 @@ def restore(
     task = choose_task(task, has_mask=mask is not None, source=source)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     chosen = with_overrides(
-        resolve_preset(preset, task, device.type),
+        preset if isinstance(preset, Preset) else resolve_preset(preset, task, device.type),
         iterations=iterations,
         lr=lr,
         loss=loss,
