@@ -107,9 +107,10 @@ def iterate(
         if not guard.healthy(iteration, loss_value):
             guard.roll_back()
             continue
+        # Before the update: the state saved is the one just seen to give a healthy loss.
+        guard.accept(iteration, loss_value)
         loss.backward()
         optimizer.step()
-        guard.accept(iteration, loss_value)
         x = x.detach()
         if cfg.average is not None:
             average = x if average is None else average * cfg.average + x * (1 - cfg.average)
