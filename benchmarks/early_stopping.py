@@ -11,6 +11,13 @@ peak - returned, wall time, and the detector's share of the step time. Summary l
 average is computed on every case, also where the preset returns the raw iterate (inpainting), so that the
 two candidates can be compared.
 
+With ``--traces FILE`` every step's loss, PSNR (raw and average) and the statistics of several detectors
+(windowed variance with W = 50, 100, 200 and the exponential one) are saved; ``--replay FILE`` then evaluates
+any warm-up / patience / cap / rule on those traces without fitting again, exactly as the detector would have
+decided (the stopping rule only reads the statistic), so settings are chosen on one set of fits:
+
+    python benchmarks/early_stopping.py --replay traces.json --rule wmv --window 100 --warmup 200 --patience 1000
+
 Images: the samples' clean originals and the paper's images in ../shared/data/dip-paper (when present),
 centre-cropped to a square and resized to --size. Nothing here is a test; the library is called directly.
 """
@@ -38,7 +45,9 @@ from dip.degradations import Observation
 from dip.fit import iterate
 from dip.metrics import psnr
 from dip.nets import build_net, make_input
-from dip.stopping import make_detector
+from dip.stopping import ExponentialVariance, WindowedVariance, make_detector
+
+TRACED_WINDOWS = (50, 100, 200)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT.parent / "shared" / "data" / "dip-paper"
@@ -107,6 +116,11 @@ def run_case(clean: np.ndarray, corruption: str, seed: int, args) -> dict:
     net = build_net(preset.net, clean.shape[2], seed=seed).to(device)
     z = make_input(preset.net, *clean.shape[:2], generator=torch.Generator().manual_seed(seed)).to(device)
     detector = make_detector(stop_cfg)
+    # Traced detectors only record their statistic: patience and warm-up are applied later, by replay().
+    traced = {f"wmv{w}": WindowedVariance(w, math.inf, 0) for w in TRACED_WINDOWS} if args.traces else {}
+    if args.traces:
+        traced["emv"] = ExponentialVariance(stop_cfg.alpha, math.inf, 0)
+    trace: dict[str, list[float]] = {key: [] for key in ("loss", "psnr", "psnr_average", *traced)}
 
     def score(x: torch.Tensor) -> float:
         mse = (x - reference).square().mean().item()
@@ -120,10 +134,17 @@ def run_case(clean: np.ndarray, corruption: str, seed: int, args) -> dict:
         tick = time.perf_counter()
         fired = detector.update(step)
         detector_seconds += time.perf_counter() - tick
-        if step.iteration % args.track_every == 0:
+        if traced or step.iteration % args.track_every == 0:
             for kind, image in (("raw", step.x), ("average", step.average)):
-                if image is not None and not (value := score(image)) <= peak[kind][0]:
+                value = score(image)
+                if not value <= peak[kind][0]:
                     peak[kind] = (value, step.iteration)
+                if traced:
+                    trace["psnr" if kind == "raw" else "psnr_average"].append(value)
+        if traced:
+            trace["loss"].append(step.loss)
+            for key, traced_detector in traced.items():
+                trace[key].append(traced_detector.push(step.x))
         if fired and detected_at is None:
             detected_at = step.iteration
             returned = (
@@ -144,6 +165,7 @@ def run_case(clean: np.ndarray, corruption: str, seed: int, args) -> dict:
         )
     steps = step.iteration
     return {
+        **({"trace": trace} if traced else {}),
         "corruption": corruption,
         "seed": seed,
         "task": task.value,
@@ -180,9 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--traces", type=Path, help="save every step's loss, PSNR and detector statistics here")
+    parser.add_argument("--replay", type=Path, nargs="+", help="evaluate stopping settings on saved traces; no fitting")
+    parser.add_argument("--replay-cap", type=int, help="with --replay: a real run's cap (default: the traces')")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     StopConfig(rule=args.rule)  # fail early on a bad rule
+    if args.replay:
+        return replay_main(args)
 
     rows = []
     print(
@@ -209,14 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{row['gap_average']:>6.2f} {row['seconds']:>6.1f} {100 * row['detector_share']:>5.1f}",
                     flush=True,
                 )
-    for key, label in (("gap", "raw iterate"), ("gap_average", "output average")):
-        gaps = [r[key] for r in rows if math.isfinite(r[key])]
-        if gaps:
-            within = sum(g <= 1.0 for g in gaps) / len(gaps)
-            print(
-                f"# {label}: within 1 dB of its peak in {100 * within:.0f}% of {len(gaps)} cases; "
-                f"median gap {statistics.median(gaps):.2f} dB; worst {max(gaps):.2f} dB"
-            )
+    summarise(rows)
     if rows:
         print(
             f"# detector share of step time: median {100 * statistics.median(r['detector_share'] for r in rows):.1f}%"
@@ -232,8 +252,76 @@ def main(argv: list[str] | None = None) -> int:
         "rule": args.rule,
     }
     print(f"# {machine}")
+    traces = [{key: row.pop(key) for key in ("trace",) if key in row} | _case_key(row) for row in rows]
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    if args.traces:
+        args.traces.write_text(json.dumps({"machine": machine, "cases": traces}) + "\n")
+    return 0
+
+
+def _case_key(row: dict) -> dict:
+    return {key: row[key] for key in ("image", "corruption", "seed", "task", "preset")}
+
+
+def summarise(rows: list[dict]) -> None:
+    for key, label in (("gap", "raw iterate"), ("gap_average", "output average")):
+        gaps = [r[key] for r in rows if math.isfinite(r[key])]
+        if gaps:
+            within = sum(g <= 1.0 for g in gaps) / len(gaps)
+            print(
+                f"# {label}: within 1 dB of its peak in {100 * within:.0f}% of {len(gaps)} cases; "
+                f"median gap {statistics.median(gaps):.2f} dB; worst {max(gaps):.2f} dB"
+            )
+
+
+def replay(statistic: list[float], warmup: int, patience: int, cap: int) -> tuple[int | None, int]:
+    """Where Detector.update would have fired and which iteration it would have returned (both 1-based).
+
+    Mirrors the detector: a new minimum at or after the warm-up is recorded; the run stops ``patience`` steps
+    after the last one, or at ``cap``, where the best so far (or, with none, the last iterate) is returned.
+    """
+    best_value, best_iteration = math.inf, None
+    for iteration, value in enumerate(statistic[:cap], start=1):
+        if iteration >= warmup and value < best_value:
+            best_value, best_iteration = value, iteration
+        if best_iteration is not None and iteration - best_iteration >= patience:
+            return iteration, best_iteration
+    return None, best_iteration or min(cap, len(statistic))
+
+
+def replay_main(args) -> int:
+    cases = [case for path in args.replay for case in json.loads(path.read_text())["cases"]]
+    rule = {"auto": "wmv", "wmv": "wmv", "emv": "emv"}[args.rule]
+    key = f"wmv{args.window or 100}" if rule == "wmv" else "emv"
+    warmup, patience = args.warmup if args.warmup is not None else 500, args.patience or 1000
+    print(f"# replay of {', '.join(map(str, args.replay))}: {key}, warm-up {warmup}, patience {patience}, cap {args.replay_cap or 'all'}")
+    print(
+        f"{'image':<10} {'corruption':<8} {'seed':>4} {'peak':>6} {'@':>5} {'det@':>5} {'best@':>5} {'gap':>5} "
+        f"{'avgpk':>6} {'avg@':>5} {'avggap':>6}"
+    )
+    rows = []
+    for case in cases:
+        trace = case["trace"]
+        if key not in trace:
+            raise SystemExit(f"{case['image']} {case['corruption']} has no {key} statistic; traced: {', '.join(trace)}")
+        cap = min(args.replay_cap or len(trace["loss"]), len(trace["loss"]))
+        detected, best = replay(trace[key], warmup, patience, cap)
+        row = dict(case)
+        del row["trace"]
+        for suffix, series in (("", trace["psnr"]), ("_average", trace["psnr_average"])):
+            # The peak is searched over the whole trace: what a clean image would have picked from the longest run.
+            peak_index = max(range(len(series)), key=series.__getitem__)
+            row[f"peak_psnr{suffix}"], row[f"peak_iteration{suffix}"] = series[peak_index], peak_index + 1
+            row[f"gap{suffix}"] = series[peak_index] - series[best - 1]
+        row["detected_at"], row["best_iteration"] = detected, best
+        rows.append(row)
+        print(
+            f"{row['image']:<10} {row['corruption']:<8} {row['seed']:>4} {row['peak_psnr']:>6.2f} "
+            f"{row['peak_iteration']:>5} {detected or '-':>5} {best:>5} {row['gap']:>5.2f} "
+            f"{row['peak_psnr_average']:>6.2f} {row['peak_iteration_average']:>5} {row['gap_average']:>6.2f}"
+        )
+    summarise(rows)
     return 0
 
 
