@@ -295,7 +295,8 @@ def replay_main(args) -> int:
     rule = {"auto": "wmv", "wmv": "wmv", "emv": "emv"}[args.rule]
     key = f"wmv{args.window or 100}" if rule == "wmv" else "emv"
     warmup, patience = args.warmup if args.warmup is not None else 500, args.patience or 1000
-    print(f"# replay of {', '.join(map(str, args.replay))}: {key}, warm-up {warmup}, patience {patience}, cap {args.replay_cap or 'all'}")
+    sources = ", ".join(map(str, args.replay))
+    print(f"# replay of {sources}: {key}, warm-up {warmup}, patience {patience}, cap {args.replay_cap or 'all'}")
     print(
         f"{'image':<10} {'corruption':<8} {'seed':>4} {'peak':>6} {'@':>5} {'det@':>5} {'best@':>5} {'gap':>5} "
         f"{'avgpk':>6} {'avg@':>5} {'avggap':>6}"

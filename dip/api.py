@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ from .errors import InputError, UsageError
 from .fit import FitResult, Step, fit
 from .io import Picture, read_image, read_mask
 from .metrics import ReferenceTracker, psnr, ssim
+from .report import to_json
+from .snapshots import MANIFEST, Snapshot, SnapshotRecorder, parse_schedule
 from .stopping import make_detector
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
@@ -51,6 +53,9 @@ class Restoration:
     seed: int
     device: torch.device
     metrics: dict[str, float]  # psnr / ssim / input_psnr / input_ssim when a reference was given
+    reference_history: list[dict] = field(default_factory=list, repr=False)  # ReferenceTracker.history
+    snapshots: list[Snapshot] = field(default_factory=list, repr=False)
+    snapshot_dir: Path | None = None
 
     def record(self) -> dict:
         """Everything needed to reproduce and judge the run, as plain JSON-able values."""
@@ -73,7 +78,13 @@ class Restoration:
             "stop": asdict(self.preset.stop),
             "versions": {"dip": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "threads": torch.get_num_threads(),
+            **({"snapshot_dir": str(self.snapshot_dir)} if self.snapshot_dir is not None else {}),
         }
+
+    def psnr_curve(self) -> list[tuple[int, float]]:
+        """(iteration, PSNR) of the kind of image the run returns, from the reference tracking; [] without one."""
+        key = "psnr_average" if self.preset.fit.average is not None else "psnr"
+        return [(entry["iteration"], entry[key]) for entry in self.reference_history if key in entry]
 
 
 def _all_of(observers: list[Callable[[Step], None]]) -> Callable[[Step], None] | None:
@@ -120,12 +131,16 @@ def restore(
     reference: Picture | str | Path | None = None,
     track_every: int = 10,
     observe: Callable[[Step], None] | None = None,
+    snapshots: str | None = None,
+    snapshot_dir: str | Path | None = None,
 ) -> Restoration:
     """Restores one image. ``mask`` is a bool array (H, W) or an image file, True/white = known pixel.
 
     ``preset`` is a name (see dip.config.PRESETS; auto / paper / light pick by task and device) or a Preset.
     ``stop`` is auto | wmv | emv | off (None: the preset's); with stopping on, ``iterations`` is the cap. With a
     ``reference``, PSNR against it is tracked every ``track_every`` steps for the record; it never steers the fit.
+    ``snapshots`` (a schedule, see dip.snapshots.parse_schedule) keeps those iterates, and the returned and last
+    ones, as files in ``snapshot_dir`` with ``snapshots.json`` beside them.
     """
     source = image.path if isinstance(image, Picture) else Path(image)
     task = choose_task(task, has_mask=mask is not None, source=source)
@@ -158,20 +173,49 @@ def restore(
         reference_picture = _load(reference)
         _check_reference(reference_picture, picture)
 
+    schedule = None
+    if snapshots is not None:
+        if snapshot_dir is None:
+            raise UsageError("snapshots need a folder to go to: give snapshot_dir")
+        schedule = parse_schedule(snapshots, chosen.fit.iterations)
+
     tracker = None
     observers = [] if observe is None else [observe]
     if reference_picture is not None:
         tracker = ReferenceTracker(reference_picture.to_tensor(), every=track_every)
         observers.insert(0, tracker)
-    result = fit(
-        Observation(y, mask_tensor),
-        chosen.net,
-        chosen.fit,
-        seed=seed,
-        device=device,
-        detector=make_detector(chosen.stop),
-        observe=_all_of(observers),
-    )
+    detector = make_detector(chosen.stop)
+    recorder = None
+    if schedule is not None:
+        recorder = SnapshotRecorder(
+            Path(snapshot_dir),
+            schedule,
+            picture,
+            suffix=source.suffix.lower() if source is not None and source.suffix else ".png",
+            averaged=chosen.fit.average is not None,
+            statistic=None if detector is None else (lambda: detector.statistic),
+            reference=None if reference_picture is None else reference_picture.pixels,
+            digits=max(6, len(str(chosen.fit.iterations))),
+        )
+        observers.append(recorder)
+    try:
+        result = fit(
+            Observation(y, mask_tensor),
+            chosen.net,
+            chosen.fit,
+            seed=seed,
+            device=device,
+            detector=detector,
+            observe=_all_of(observers),
+        )
+    except BaseException:
+        if recorder is not None:
+            recorder.close()
+        raise
+    kept = []
+    if recorder is not None:
+        kept = recorder.finish(result)
+        _write_snapshot_manifest(Path(snapshot_dir), snapshots, schedule, kept, result, chosen)
 
     metrics: dict[str, float] = {}
     if tracker is not None:
@@ -190,4 +234,34 @@ def restore(
             "peak_psnr": peak_psnr,
             "peak_iteration": peak_iteration,
         }
-    return Restoration(picture.with_pixels(result.image), result, task, chosen, seed, device, metrics)
+    return Restoration(
+        picture.with_pixels(result.image),
+        result,
+        task,
+        chosen,
+        seed,
+        device,
+        metrics,
+        reference_history=[] if tracker is None else tracker.history,
+        snapshots=kept,
+        snapshot_dir=None if recorder is None else Path(snapshot_dir),
+    )
+
+
+def _write_snapshot_manifest(
+    folder: Path, spec: str, schedule: list[int], kept: list[Snapshot], result: FitResult, preset: Preset
+) -> None:
+    from .io import atomic_output
+
+    manifest = {
+        "schedule": spec,
+        "scheduled": schedule,
+        "not_reached": [i for i in schedule if i > result.iterations],
+        "image": "output average" if preset.fit.average is not None else "iterate",
+        "returned_iteration": result.best_iteration,
+        "stopped_at": result.iterations,
+        "stop_reason": result.stop_reason,
+        "snapshots": [snapshot.record() for snapshot in kept],
+    }
+    with atomic_output(folder / MANIFEST) as temporary:
+        temporary.write_text(to_json(manifest) + "\n", encoding="utf-8")

@@ -162,6 +162,23 @@ def restore(
     reference: Annotated[
         Path | None, typer.Option(help="Clean image to score against (PSNR/SSIM); never used by the fit.")
     ] = None,
+    snapshots: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep these iterates: 100,500,2400 | every:N | log:N (plus the returned and the last), "
+            "with a contact sheet and curves."
+        ),
+    ] = None,
+    snapshot_dir: Annotated[
+        Path | None, typer.Option(help="Where snapshots go [default: <output stem>.snapshots/].")
+    ] = None,
+    zoom: Annotated[
+        str | None, typer.Option(help="X,Y,W,H: add this crop, enlarged, under every tile of the sheet.")
+    ] = None,
+    animate: Annotated[bool, typer.Option("--animate", help="Also write the snapshots as an animated GIF.")] = False,
+    report: Annotated[
+        bool, typer.Option("--report", help="Write <output stem>.report.html: sheet, curves, settings, metrics.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -185,13 +202,15 @@ def restore(
             raise UsageError(f"{name} must be at least {least}, not {value}")
     output = output if output is not None else input.with_name(f"{input.stem}.restored.png")
     _check_output(output, [p for p in (input, mask, reference) if p is not None], overwrite=overwrite)
+    if snapshots is None and snapshot_dir is not None:
+        raise UsageError("--snapshot-dir needs --snapshots SPEC (e.g. log:12)")
 
     from .api import choose_task
     from .api import restore as run_restore
     from .config import resolve_preset, with_overrides
     from .device import resolve_device
-    from .io import write_image
-    from .report import write_sidecar
+    from .io import read_image, write_image
+    from .report import report_path, write_report, write_sidecar
 
     # Everything the command line can get wrong is checked before the (long) fit starts.
     chosen_task = choose_task(task, has_mask=mask is not None, source=input)
@@ -205,10 +224,27 @@ def restore(
         window=window,
         patience=patience,
     )
+    if snapshots is None and (zoom is not None or animate or report):
+        from .snapshots import DEFAULT_LOG_COUNT
+
+        # the sheet, the animation and the report are made from snapshots
+        snapshots = f"log:{min(DEFAULT_LOG_COUNT, chosen.fit.iterations)}"
+    picture = read_image(input)
+    zoom_box = None
+    if snapshots is not None:
+        from .snapshots import check_folder, default_folder, parse_schedule
+        from .visuals import parse_zoom
+
+        parse_schedule(snapshots, chosen.fit.iterations)
+        zoom_box = None if zoom is None else parse_zoom(zoom, picture.size)
+        snapshot_dir = snapshot_dir if snapshot_dir is not None else default_folder(output)
+        check_folder(snapshot_dir, overwrite=overwrite)
+        if report and report_path(output).exists() and not overwrite:
+            raise UsageError(f"report '{report_path(output)}' already exists; pass --overwrite to replace it")
 
     with _Progress(chosen.fit.iterations, enabled=not quiet) as progress:
         restoration = run_restore(
-            input,
+            picture,
             task=chosen_task,
             mask=mask,
             mask_invert=mask_invert,
@@ -217,6 +253,8 @@ def restore(
             device=chosen_device,
             reference=reference,
             observe=progress,
+            snapshots=snapshots,
+            snapshot_dir=snapshot_dir,
         )
     write_image(output, restoration.picture)
     record = {"input": str(input), "output": str(output), **restoration.record()}
@@ -224,6 +262,14 @@ def restore(
         record["mask"] = str(mask)
     if reference is not None:
         record["reference"] = str(reference)
+    if snapshots is not None:
+        from .snapshots import make_pictures
+
+        clean = None if reference is None else read_image(reference).pixels
+        pictures = make_pictures(restoration, picture.pixels, zoom=zoom_box, animate=animate, reference=clean)
+        if report:
+            record["report"] = str(report_path(output))
+            write_report(report_path(output), record, pictures)
     write_sidecar(output, record)
 
     result = restoration.result
@@ -308,6 +354,79 @@ def degrade(
     record["psnr"] = round(psnr(read_image(output).pixels, picture.pixels), 4)
     write_sidecar(output, record)
     _emit(record, as_json, f"{clean} -> {output}: {record['corruption']['kind']}, PSNR {record['psnr']:.2f} dB")
+
+
+# --- dip compare -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def compare(
+    images: Annotated[list[Path], typer.Argument(help="Images of the same size, in the order to show them.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the side-by-side sheet (PNG).")],
+    reference: Annotated[
+        Path | None, typer.Option(help="Clean image: adds PSNR/SSIM under each tile and a reference tile.")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="Comma-separated tile titles, one per image [default: the file names].")
+    ] = None,
+    zoom: Annotated[str | None, typer.Option(help="X,Y,W,H: add this crop, enlarged, under every tile.")] = None,
+    columns: Annotated[int | None, typer.Option(help="Tiles per row [default: up to 6].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Put images side by side with labels (and metrics against a reference): runs, snapshots, other tools."""
+    for path in images:
+        _existing_file(path, "image")
+    if reference is not None:
+        _existing_file(reference, "reference")
+    titles = [path.name for path in images]
+    if labels is not None:
+        titles = [label.strip() for label in labels.split(",")]
+        if len(titles) != len(images):
+            raise UsageError(f"--labels gives {len(titles)} title(s) for {len(images)} image(s); give one per image")
+    if columns is not None and columns < 1:
+        raise UsageError(f"--columns must be at least 1, not {columns}")
+    _check_output(output, [*images, *([reference] if reference else [])], overwrite=overwrite)
+
+    from .errors import InputError
+    from .io import read_image
+    from .metrics import psnr, ssim
+    from .visuals import Tile, parse_zoom, save_sheet
+
+    pictures = [read_image(path) for path in images]
+    clean = read_image(reference) if reference is not None else None
+    first = pictures[0]
+    for path, picture in [*zip(images, pictures, strict=True), *([(reference, clean)] if clean else [])]:
+        if picture.size != first.size:
+            (w, h), (w0, h0) = picture.size, first.size
+            raise InputError(f"'{path}' is {w}x{h} but '{images[0]}' is {w0}x{h0}; compare images of the same size")
+    zoom_box = None if zoom is None else parse_zoom(zoom, first.size)
+
+    def as_shown(pixels):
+        # Gray beside colour: show gray as three equal channels so that every tile has the same shape.
+        colour = max(p.channels for p in [*pictures, *([clean] if clean else [])])
+        return pixels if pixels.shape[2] == colour else pixels.repeat(colour, axis=2)
+
+    tiles, entries = [], []
+    for path, title, picture in zip(images, titles, pictures, strict=True):
+        entry = {"image": str(path), "label": title}
+        caption = ""
+        if clean is not None:
+            if picture.channels != clean.channels:
+                raise InputError(
+                    f"'{path}' has {picture.channels} channel(s) but the reference has {clean.channels}; "
+                    "compare gray with gray and colour with colour"
+                )
+            entry["psnr"], entry["ssim"] = psnr(picture.pixels, clean.pixels), ssim(picture.pixels, clean.pixels)
+            caption = f"{entry['psnr']:.2f} dB · SSIM {entry['ssim']:.3f}"
+        tiles.append(Tile(as_shown(picture.pixels), title, caption))
+        entries.append(entry)
+    if clean is not None:
+        tiles.append(Tile(as_shown(clean.pixels), "reference"))
+    save_sheet(tiles, output, zoom=zoom_box, columns=columns)
+    record = {"output": str(output), "reference": str(reference) if reference else None, "images": entries}
+    scores = "".join(f", {e['label']} {e['psnr']:.2f} dB" for e in entries if "psnr" in e)
+    _emit(record, as_json, f"{len(images)} image(s) -> {output}{scores}")
 
 
 # --- entry point -----------------------------------------------------------------------------------------
