@@ -24,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts say "[default: ...]"; as Rich markup those brackets would vanish
 )
 
 EXIT_INTERRUPTED = 130
@@ -85,6 +86,56 @@ def _emit(record: dict, as_json: bool, line: str) -> None:
         typer.echo(line)
 
 
+# --- options shared by restore and batch ------------------------------------------------------------------
+
+TaskOption = Annotated[
+    str, typer.Option(help="denoise | inpaint | jpeg | auto (inpaint with a mask, jpeg for a .jpg input).")
+]
+MaskInvertOption = Annotated[bool, typer.Option("--mask-invert", help="The mask marks missing pixels instead.")]
+PresetOption = Annotated[
+    str,
+    typer.Option(
+        help=f"auto (paper net on a GPU, light net elsewhere) | {' | '.join([*PRESET_FAMILIES[1:], *PRESETS])}"
+    ),
+]
+ItersOption = Annotated[
+    int | None, typer.Option("--iters", help="The most steps with stopping on; exactly this many with --stop off.")
+]
+StopOption = Annotated[
+    str | None,
+    typer.Option(help="Early stopping: auto | wmv (windowed variance) | emv (exponential) | off [preset's]."),
+]
+WindowOption = Annotated[int | None, typer.Option(help="wmv: iterates in the variance window [preset's].")]
+PatienceOption = Annotated[
+    int | None, typer.Option(help="Steps without a new variance minimum before stopping [preset's].")
+]
+LrOption = Annotated[float | None, typer.Option(help="Adam learning rate [default: the preset's].")]
+LossOption = Annotated[str | None, typer.Option(help="l2 (default) or l1 (robust to impulse noise).")]
+DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")]
+SnapshotsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Keep these iterates: 100,500,2400 | every:N | log:N (plus the returned and the last), "
+        "with a contact sheet and curves."
+    ),
+]
+AnimateOption = Annotated[bool, typer.Option("--animate", help="Also write the snapshots as an animated GIF.")]
+
+
+def _check_fit_options(iters, lr, loss, stop, window, patience) -> None:
+    if iters is not None and iters < 1:
+        raise UsageError(f"--iters must be at least 1, not {iters}")
+    if lr is not None and not lr > 0:
+        raise UsageError(f"--lr must be positive, not {lr}")
+    if loss is not None and loss not in ("l1", "l2"):
+        raise UsageError(f"--loss must be l1 or l2, not {loss!r}")
+    if stop is not None and stop not in STOP_RULES:
+        raise UsageError(f"--stop must be one of {', '.join(STOP_RULES)}, not {stop!r}")
+    for name, value, least in (("--window", window, 2), ("--patience", patience, 1)):
+        if value is not None and value < least:
+            raise UsageError(f"{name} must be at least {least}, not {value}")
+
+
 # --- dip restore -----------------------------------------------------------------------------------------
 
 
@@ -132,50 +183,29 @@ def restore(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Where to write the result [default: <stem>.restored.png].")
     ] = None,
-    task: Annotated[
-        str, typer.Option(help="denoise | inpaint | jpeg | auto (inpaint with --mask, jpeg for a .jpg input).")
-    ] = "auto",
+    task: TaskOption = "auto",
     mask: Annotated[Path | None, typer.Option(help="Inpainting mask, same size as the input; white = known.")] = None,
-    mask_invert: Annotated[bool, typer.Option("--mask-invert", help="The mask marks missing pixels instead.")] = False,
-    preset: Annotated[
-        str,
-        typer.Option(
-            help=f"auto (paper net on a GPU, light net elsewhere) | {' | '.join([*PRESET_FAMILIES[1:], *PRESETS])}"
-        ),
-    ] = "auto",
-    iters: Annotated[
-        int | None,
-        typer.Option("--iters", help="The most steps with stopping on; exactly this many with --stop off."),
-    ] = None,
-    stop: Annotated[
-        str | None,
-        typer.Option(help="Early stopping: auto | wmv (windowed variance) | emv (exponential) | off [preset's]."),
-    ] = None,
-    window: Annotated[int | None, typer.Option(help="wmv: iterates in the variance window [preset's].")] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="Steps without a new variance minimum before stopping [preset's].")
-    ] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate [default: the preset's].")] = None,
-    loss: Annotated[str | None, typer.Option(help="l2 (default) or l1 (robust to impulse noise).")] = None,
+    mask_invert: MaskInvertOption = False,
+    preset: PresetOption = "auto",
+    iters: ItersOption = None,
+    stop: StopOption = None,
+    window: WindowOption = None,
+    patience: PatienceOption = None,
+    lr: LrOption = None,
+    loss: LossOption = None,
     seed: Annotated[int, typer.Option(help="Fixes weights, input noise and jitter: same seed, same result.")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
+    device: DeviceOption = "auto",
     reference: Annotated[
         Path | None, typer.Option(help="Clean image to score against (PSNR/SSIM); never used by the fit.")
     ] = None,
-    snapshots: Annotated[
-        str | None,
-        typer.Option(
-            help="Keep these iterates: 100,500,2400 | every:N | log:N (plus the returned and the last), "
-            "with a contact sheet and curves."
-        ),
-    ] = None,
+    snapshots: SnapshotsOption = None,
     snapshot_dir: Annotated[
         Path | None, typer.Option(help="Where snapshots go [default: <output stem>.snapshots/].")
     ] = None,
     zoom: Annotated[
         str | None, typer.Option(help="X,Y,W,H: add this crop, enlarged, under every tile of the sheet.")
     ] = None,
-    animate: Annotated[bool, typer.Option("--animate", help="Also write the snapshots as an animated GIF.")] = False,
+    animate: AnimateOption = False,
     report: Annotated[
         bool, typer.Option("--report", help="Write <output stem>.report.html: sheet, curves, settings, metrics.")
     ] = False,
@@ -189,17 +219,7 @@ def restore(
         _existing_file(mask, "mask")
     if reference is not None:
         _existing_file(reference, "reference")
-    if iters is not None and iters < 1:
-        raise UsageError(f"--iters must be at least 1, not {iters}")
-    if lr is not None and not lr > 0:
-        raise UsageError(f"--lr must be positive, not {lr}")
-    if loss is not None and loss not in ("l1", "l2"):
-        raise UsageError(f"--loss must be l1 or l2, not {loss!r}")
-    if stop is not None and stop not in STOP_RULES:
-        raise UsageError(f"--stop must be one of {', '.join(STOP_RULES)}, not {stop!r}")
-    for name, value, least in (("--window", window, 2), ("--patience", patience, 1)):
-        if value is not None and value < least:
-            raise UsageError(f"{name} must be at least {least}, not {value}")
+    _check_fit_options(iters, lr, loss, stop, window, patience)
     output = output if output is not None else input.with_name(f"{input.stem}.restored.png")
     _check_output(output, [p for p in (input, mask, reference) if p is not None], overwrite=overwrite)
     if snapshots is None and snapshot_dir is not None:
@@ -354,6 +374,267 @@ def degrade(
     record["psnr"] = round(psnr(read_image(output).pixels, picture.pixels), 4)
     write_sidecar(output, record)
     _emit(record, as_json, f"{clean} -> {output}: {record['corruption']['kind']}, PSNR {record['psnr']:.2f} dB")
+
+
+# --- dip batch -------------------------------------------------------------------------------------------
+
+
+@app.command()
+def batch(
+    input_dir: Annotated[Path | None, typer.Argument(help="Folder of damaged images.", show_default=False)] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Argument(help="Where the restored images go; the input tree is mirrored.", show_default=False),
+    ] = None,
+    glob: Annotated[str, typer.Option(help="Which files to consider, e.g. '*.jpg'.")] = "*",
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also look into subfolders.")] = False,
+    masks: Annotated[
+        Path | None, typer.Option(help="Folder of inpainting masks named like the inputs (same subfolders).")
+    ] = None,
+    mask_suffix: Annotated[
+        str | None, typer.Option(help="Masks lie beside the inputs as <stem><SUFFIX>.<ext>, e.g. _mask.")
+    ] = None,
+    mask_invert: MaskInvertOption = False,
+    task: TaskOption = "auto",
+    preset: PresetOption = "auto",
+    iters: ItersOption = None,
+    stop: StopOption = None,
+    window: WindowOption = None,
+    patience: PatienceOption = None,
+    lr: LrOption = None,
+    loss: LossOption = None,
+    seed: Annotated[
+        int, typer.Option(help="Base seed; each image's seed comes from it and the image's path in the folder.")
+    ] = 0,
+    device: DeviceOption = "auto",
+    snapshots: SnapshotsOption = None,
+    animate: AnimateOption = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images that are already done.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first image that fails.")] = False,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Only merge the manifest parts of a multi-process run in OUTPUT_DIR.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List the files that were not inputs.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Restore every image of a folder: resumable, a failed file does not stop the rest, and under torchrun each
+    process takes its share (dip batch IN OUT, or dip batch --merge OUT after a multi-process run)."""
+    from .batch import merge_manifests
+
+    if merge:
+        folder = output_dir or input_dir
+        if folder is None or (output_dir is not None and input_dir is not None):
+            raise UsageError("--merge takes one folder: dip batch --merge OUTPUT_DIR")
+        if not folder.is_dir():
+            raise UsageError(f"'{folder}' is not a folder")
+        merged = merge_manifests(folder)
+        _emit({"merged": merged, "manifest": str(folder / "manifest.jsonl")}, as_json, f"merged {merged} record(s)")
+        return
+    if input_dir is None or output_dir is None:
+        raise UsageError("give the input and the output folder: dip batch INPUT_DIR OUTPUT_DIR")
+    _check_fit_options(iters, lr, loss, stop, window, patience)
+    if not input_dir.is_dir():
+        raise UsageError(f"input folder '{input_dir}' does not exist or is not a folder")
+    if output_dir.exists() and input_dir.resolve() == output_dir.resolve():
+        raise UsageError("the output folder is the input folder; dip never writes over its inputs")
+    if animate and snapshots is None:
+        raise UsageError("--animate needs --snapshots SPEC (e.g. log:12)")
+    _check_output(output_dir / "manifest.png", [], overwrite=True)  # the folder can be made and written to
+
+    import time
+
+    from .api import choose_task
+    from .api import restore as run_restore
+    from .batch import Abandoned, Shard, discover, run_jobs
+    from .config import resolve_preset, with_overrides
+    from .device import resolve_device
+    from .io import write_image
+    from .report import write_sidecar
+    from .snapshots import check_folder, default_folder, make_pictures, parse_schedule
+
+    shard = Shard.from_environment()
+    found = discover(
+        input_dir, output_dir, pattern=glob, recursive=recursive, masks_dir=masks, mask_suffix=mask_suffix, seed=seed
+    )
+    if verbose:
+        for path in found.ignored:
+            typer.echo(f"dip: not an image, ignored: {path.as_posix()}", err=True)
+        for path in found.masks:
+            typer.echo(f"dip: mask, not an input: {path.as_posix()}", err=True)
+    jobs = shard.take(found.jobs)
+    chosen_device = resolve_device(_device_for(device, shard))
+    settings = dict(iterations=iters, lr=lr, loss=loss, stop=stop, window=window, patience=patience)
+    # Checked once for the whole folder rather than failing every image the same way.
+    for job_task in {choose_task(task, has_mask=job.mask is not None, source=job.source) for job in jobs}:
+        chosen = with_overrides(resolve_preset(preset, job_task, chosen_device.type), **settings)
+        if snapshots is not None:
+            parse_schedule(snapshots, chosen.fit.iterations)
+    group = _join_process_group(shard)
+
+    folder_progress = _FolderProgress(len(jobs), enabled=not quiet and shard.rank == 0)
+
+    def restore_one(job) -> dict:
+        job_task = choose_task(task, has_mask=job.mask is not None, source=job.source)
+        chosen = with_overrides(resolve_preset(preset, job_task, chosen_device.type), **settings)
+        folder_progress.start_image(job.name, chosen.fit.iterations)
+        snapshot_dir = None
+        if snapshots is not None:
+            snapshot_dir = default_folder(job.output)
+            check_folder(snapshot_dir, overwrite=True)  # leftovers of an attempt that did not finish
+        restoration = run_restore(
+            job.source,
+            task=job_task,
+            mask=job.mask,
+            mask_invert=mask_invert,
+            preset=chosen,
+            seed=job.seed,
+            device=chosen_device,
+            observe=folder_progress,
+            snapshots=snapshots,
+            snapshot_dir=snapshot_dir,
+        )
+        if restoration.result.stop_reason == "interrupted":
+            raise Abandoned
+        write_image(job.output, restoration.picture)
+        record = {"input": str(job.source), "output": str(job.output), **restoration.record()}
+        if job.mask is not None:
+            record["mask"] = str(job.mask)
+        if snapshots is not None:
+            make_pictures(restoration, _pixels_of(job.source), animate=animate)
+        write_sidecar(job.output, record)  # last: an image with its settings beside it is what counts as done
+        keys = ("task", "iterations", "best_iteration", "stop_reason", "preset", "device", "rollbacks")
+        return {key: record[key] for key in keys} | {"fit_seconds": record["seconds"]}
+
+    records = []
+    started = time.perf_counter()
+    extra = {"rank": shard.rank} if shard.world > 1 else {}
+    try:
+        with folder_progress:
+            for record in run_jobs(
+                jobs, restore_one, manifest=shard.manifest(output_dir), overwrite=overwrite, fail_fast=fail_fast,
+                extra=extra,
+            ):  # fmt: skip
+                records.append(record)
+                folder_progress.finish_image()
+    except KeyboardInterrupt:
+        done = sum(r["status"] == "done" for r in records)
+        typer.echo(
+            f"dip: interrupted after {done} image(s); the image in progress was not written. "
+            "Run the same command again to resume.",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if group is not None:
+        # Rank 0 speaks for the whole run, exit code included: a launcher stops the other processes as soon as one
+        # exits with an error, so only rank 0 may, and only after the merge.
+        everyone: list[list[dict]] = [[] for _ in range(shard.world)]
+        group.all_gather_object(everyone, records)
+        records = [record for share in everyone for record in share]
+        if shard.rank == 0:
+            merge_manifests(output_dir)
+        group.barrier()
+        group.destroy_process_group()
+
+    failures = [r for r in records if r["status"] == "failed"]
+    if shard.rank == 0:
+        counts = {status: sum(r["status"] == status for r in records) for status in ("done", "skipped", "failed")}
+        if failures:
+            _failure_table(failures)
+        summary = {
+            **counts,
+            "images": len(found.jobs),
+            "seconds": round(time.perf_counter() - started, 3),
+            "manifest": str(output_dir / "manifest.jsonl"),
+            **({"processes": shard.world} if shard.world > 1 else {}),
+        }
+        line = f"{input_dir} -> {output_dir}: {counts['done']} done, {counts['skipped']} skipped"
+        _emit(summary, as_json, line + f", {counts['failed']} failed in {summary['seconds']:.1f} s")
+    if failures and shard.rank == 0:
+        raise typer.Exit(1)
+
+
+def _pixels_of(source: Path):
+    from .io import read_image
+
+    return read_image(source).pixels
+
+
+def _device_for(device: str, shard) -> str:
+    """Under a launcher, ``auto`` means this process's own GPU (LOCAL_RANK), not everyone's first one."""
+    if device != "auto" or shard.world == 1:
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{shard.local_rank % torch.cuda.device_count()}"
+    return device
+
+
+def _join_process_group(shard):
+    """Joins the launcher's group (gloo: it only serves the final barrier, on CPU or GPU machines alike)."""
+    if shard.world == 1:
+        return None
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        try:
+            # Processes finish their shares at different times; the barrier must outwait the slowest one.
+            dist.init_process_group("gloo", timeout=timedelta(days=7))
+        except ValueError as error:
+            raise UsageError(f"RANK/WORLD_SIZE are set but no launcher is: start with torchrun ({error})") from None
+    return dist
+
+
+class _FolderProgress:
+    """Two Rich bars on stderr: images of the folder (with ETA) and steps of the current image."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not (enabled and console.is_terminal),
+        )
+        self.folder = self.progress.add_task("folder", total=total)
+        self.image = self.progress.add_task("image", total=1, visible=False)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def start_image(self, name: str, steps: int) -> None:
+        self.progress.reset(self.image, total=steps, description=name[-40:], visible=True)
+
+    def __call__(self, step) -> None:
+        self.progress.update(self.image, completed=step.iteration)
+
+    def finish_image(self) -> None:
+        self.progress.advance(self.folder)
+
+
+def _failure_table(failures: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(failures)} image(s) failed", title_justify="left")
+    table.add_column("image", overflow="fold")
+    table.add_column("error", overflow="fold")
+    for record in failures:
+        table.add_row(record["input"], record.get("error", ""))
+    Console(stderr=True).print(table)
 
 
 # --- dip compare -----------------------------------------------------------------------------------------

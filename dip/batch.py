@@ -1,0 +1,231 @@
+"""Folders: which files are inputs, which are masks, where each output goes, what is already done, and the
+manifest that records every image. Also the share of a folder that one of several processes takes.
+
+A folder run must give the same result for an image however it was run: one process or many, in any order, after
+any number of restarts. So everything about an image (its seed, its output path, whether it is done) is derived
+from its path relative to the input folder and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DipError, UsageError
+from .io import IMAGE_SUFFIXES
+from .report import sidecar_path, to_json
+
+MANIFEST = "manifest.jsonl"
+PART_PREFIX = "manifest.part-"
+OUTPUT_SUFFIX = ".png"  # lossless and 16-bit capable, whatever the input's format was
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    relative: Path  # of the source, inside the input folder: the image's identity
+    output: Path
+    mask: Path | None = None
+    problem: str | None = None  # known before any fitting: a missing mask, an output another input also wants
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.relative.as_posix()
+
+
+@dataclass
+class Discovery:
+    jobs: list[Job]
+    ignored: list[Path] = field(default_factory=list)  # files that are not images (relative paths)
+    masks: list[Path] = field(default_factory=list)  # files taken as masks, not inputs (relative paths)
+
+
+def image_seed(base_seed: int, relative: Path) -> int:
+    """A seed for one image from the run's seed and the image's relative path: independent of order and shard."""
+    digest = hashlib.sha256(f"{base_seed}/{relative.as_posix()}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFF_FFFF
+
+
+def output_for(output_dir: Path, relative: Path) -> Path:
+    return output_dir / relative.with_suffix(OUTPUT_SUFFIX)
+
+
+def discover(
+    input_dir: Path,
+    output_dir: Path,
+    *,
+    pattern: str = "*",
+    recursive: bool = False,
+    masks_dir: Path | None = None,
+    mask_suffix: str | None = None,
+    seed: int = 0,
+) -> Discovery:
+    """The sorted jobs of a folder. With ``masks_dir`` each input's mask is the file of the same relative path and
+    stem there (any image format); with ``mask_suffix`` it is ``<stem><suffix>.<ext>`` beside the input, and such
+    files are masks, not inputs. A missing mask is that image's problem, not the run's."""
+    if not input_dir.is_dir():
+        raise UsageError(f"input folder '{input_dir}' does not exist or is not a folder")
+    if masks_dir is not None and not masks_dir.is_dir():
+        raise UsageError(f"mask folder '{masks_dir}' does not exist or is not a folder")
+    if masks_dir is not None and mask_suffix is not None:
+        raise UsageError("give --masks DIR or --mask-suffix SUFFIX, not both")
+    outside = output_dir.resolve()
+    candidates = sorted(
+        path
+        for path in (input_dir.rglob(pattern) if recursive else input_dir.glob(pattern))
+        if path.is_file() and outside not in path.resolve().parents  # an output folder inside the input one
+    )
+    relative = {path: path.relative_to(input_dir) for path in candidates}
+    images = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES]
+    found = Discovery(jobs=[], ignored=[relative[p] for p in candidates if p.suffix.lower() not in IMAGE_SUFFIXES])
+    if mask_suffix is not None:
+        found.masks = [relative[p] for p in images if p.stem.endswith(mask_suffix)]
+        images = [p for p in images if not p.stem.endswith(mask_suffix)]
+
+    claimed: dict[Path, Path] = {}
+    for path in images:
+        rel = relative[path]
+        output = output_for(output_dir, rel)
+        mask, problem = None, None
+        if masks_dir is not None:
+            mask = _find_image(masks_dir / rel.parent, rel.stem, prefer=path.suffix)
+            problem = None if mask else f"no mask for it in '{masks_dir / rel.parent}' (looked for {rel.stem}.*)"
+        elif mask_suffix is not None:
+            mask = _find_image(path.parent, path.stem + mask_suffix, prefer=path.suffix)
+            problem = None if mask else f"no mask beside it (looked for {path.stem}{mask_suffix}.*)"
+        if output in claimed:
+            problem = f"its output '{output.name}' is also the output of '{claimed[output].as_posix()}'; rename one"
+        claimed.setdefault(output, rel)
+        found.jobs.append(Job(path, rel, output, mask, problem, image_seed(seed, rel)))
+    return found
+
+
+def _find_image(folder: Path, stem: str, *, prefer: str) -> Path | None:
+    suffixes = [prefer, *sorted(IMAGE_SUFFIXES - {prefer}), *(s.upper() for s in sorted(IMAGE_SUFFIXES))]
+    return next((folder / (stem + s) for s in suffixes if (folder / (stem + s)).is_file()), None)
+
+
+def is_done(job: Job) -> bool:
+    """Both the image and its settings exist. Each is written atomically and the settings last, so a run killed
+    at any moment leaves either both (done) or not the settings (redone on resume)."""
+    return job.output.is_file() and sidecar_path(job.output).is_file()
+
+
+# --- processes -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> Shard:
+        """torchrun (and other launchers) set RANK, WORLD_SIZE and LOCAL_RANK; none of them means one process."""
+        try:
+            rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+            local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        except ValueError:
+            raise UsageError("RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers") from None
+        if not 0 <= rank < world:
+            raise UsageError(f"RANK {rank} is not in 0..WORLD_SIZE-1 ({world - 1})")
+        return cls(rank, world, local_rank)
+
+    def take(self, jobs: list[Job]) -> list[Job]:
+        """A disjoint, deterministic share: every world-th job of the sorted list, starting at this rank."""
+        return jobs[self.rank :: self.world]
+
+    def manifest(self, output_dir: Path) -> Path:
+        if self.world == 1:
+            return output_dir / MANIFEST
+        return output_dir / f"{PART_PREFIX}{self.rank:05d}-of-{self.world:05d}.jsonl"
+
+
+def append_record(path: Path, record: dict) -> None:
+    """One line per image, flushed to disk as the image finishes, so a killed run loses no finished record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(json.loads(to_json(record)), separators=(",", ":")) + "\n"
+    with open(path, "a", encoding="utf-8") as manifest:
+        manifest.write(line)
+        manifest.flush()
+        os.fsync(manifest.fileno())
+
+
+def read_manifest(path: Path) -> list[dict]:
+    """The records of a manifest; a last line cut short by a kill is left out."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def merge_manifests(output_dir: Path) -> int:
+    """Appends every process's part to ``manifest.jsonl`` (in input order) and removes the parts."""
+    parts = sorted(output_dir.glob(f"{PART_PREFIX}*.jsonl"))
+    records = [record for part in parts for record in read_manifest(part)]
+    records.sort(key=lambda record: (record.get("started", 0), record.get("input", "")))
+    for record in records:
+        append_record(output_dir / MANIFEST, record)
+    for part in parts:
+        part.unlink()
+    return len(records)
+
+
+# --- running ---------------------------------------------------------------------------------------------
+
+
+class Abandoned(KeyboardInterrupt):
+    """The run was interrupted during an image; that image was not written and the next run redoes it."""
+
+
+def run_jobs(
+    jobs: list[Job],
+    restore_one: Callable[[Job], dict],
+    *,
+    manifest: Path,
+    overwrite: bool = False,
+    fail_fast: bool = False,
+    extra: dict | None = None,
+) -> Iterator[dict]:
+    """Restores each job with ``restore_one(job) -> record`` and yields its manifest record as it is appended.
+
+    A job that is done is skipped without fitting (unless ``overwrite``); a job whose restore raises a DipError
+    or any other error is recorded as failed and the run goes on (``fail_fast``: the error is raised after it is
+    recorded). An interrupt inside ``restore_one`` must raise Abandoned; nothing is recorded for that image.
+    """
+    for job in jobs:
+        output = job.relative.with_suffix(OUTPUT_SUFFIX).as_posix()
+        record = {"input": job.name, "output": output, "seed": job.seed, "started": time.time(), **(extra or {})}
+        started = time.perf_counter()
+        bug = None
+        if job.problem is not None:
+            record.update(status="failed", error=job.problem)
+        elif not overwrite and is_done(job):
+            record.update(status="skipped")
+        else:
+            try:
+                record.update(restore_one(job), status="done")
+            except Abandoned:
+                raise
+            except DipError as error:
+                record.update(status="failed", error=str(error))
+            except Exception as error:  # a bug on one image must not cost the rest of the folder its results
+                record.update(status="failed", error=f"internal error: {type(error).__name__}: {error}")
+                bug = error
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        append_record(manifest, record)
+        yield record
+        if fail_fast and record["status"] == "failed":
+            if bug is not None:
+                raise bug  # with --fail-fast a bug shows its traceback
+            return
