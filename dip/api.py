@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,9 +17,10 @@ from . import __version__
 from .config import Loss, Preset, Task, resolve_preset, with_overrides
 from .degradations import Observation
 from .device import resolve_device
-from .errors import InputError, UsageError
+from .errors import DeviceError, InputError, UsageError
 from .fit import FitResult, Step, fit
 from .io import Picture, read_image, read_mask
+from .memory import check_fits, out_of_memory_message
 from .metrics import ReferenceTracker, psnr, ssim
 from .report import to_json
 from .snapshots import MANIFEST, Snapshot, SnapshotRecorder, parse_schedule
@@ -133,6 +137,10 @@ def restore(
     observe: Callable[[Step], None] | None = None,
     snapshots: str | None = None,
     snapshot_dir: str | Path | None = None,
+    interrupt: threading.Event | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> Restoration:
     """Restores one image. ``mask`` is a bool array (H, W) or an image file, True/white = known pixel.
 
@@ -141,6 +149,11 @@ def restore(
     ``reference``, PSNR against it is tracked every ``track_every`` steps for the record; it never steers the fit.
     ``snapshots`` (a schedule, see dip.snapshots.parse_schedule) keeps those iterates, and the returned and last
     ones, as files in ``snapshot_dir`` with ``snapshots.json`` beside them.
+
+    ``interrupt`` (an Event, set e.g. by a signal handler) ends the fit after the current step, returning the
+    best image so far. With a ``checkpoint`` path, the whole state of the run is saved there every
+    ``checkpoint_every`` steps and when interrupted; ``resume=True`` continues from it (it must have been made
+    with the same image, mask, settings and seed) and on the CPU gives the uninterrupted run's result exactly.
     """
     source = image.path if isinstance(image, Picture) else Path(image)
     task = choose_task(task, has_mask=mask is not None, source=source)
@@ -166,6 +179,8 @@ def restore(
                 )
             known = mask.astype(bool)
         else:
+            if picture.path is not None and Path(mask).resolve() == Path(picture.path).resolve():
+                raise UsageError(f"the mask '{mask}' is the input image itself; give the mask file (white = known)")
             known = read_mask(mask, picture.size, invert=mask_invert)
     mask_tensor = None if known is None else torch.from_numpy(known.astype(np.float32))[None, None]
     reference_picture = None
@@ -198,6 +213,28 @@ def restore(
             digits=max(6, len(str(chosen.fit.iterations))),
         )
         observers.append(recorder)
+    channels, height, width = y.shape[-3:]
+    check_fits(chosen, task, device, height, width, channels)
+    fingerprint = _fingerprint(y, mask_tensor, chosen, seed, snapshots)
+    saved = None
+    if resume:
+        saved = load_checkpoint(checkpoint, fingerprint)
+        if tracker is not None:
+            tracker.history = saved["tracker"]
+        if recorder is not None:
+            recorder.snapshots = {r["iteration"]: Snapshot(**r) for r in saved["snapshots"]}
+
+    def save(state: dict) -> None:
+        save_checkpoint(
+            checkpoint,
+            {
+                "fingerprint": fingerprint,
+                "fit": state,
+                "tracker": [] if tracker is None else tracker.history,
+                "snapshots": [] if recorder is None else [s.record() for s in recorder.snapshots.values()],
+            },
+        )
+
     try:
         result = fit(
             Observation(y, mask_tensor),
@@ -207,10 +244,17 @@ def restore(
             device=device,
             detector=detector,
             observe=_all_of(observers),
+            interrupt=interrupt,
+            checkpoint_every=checkpoint_every,
+            save_checkpoint=None if checkpoint is None else save,
+            resume=None if saved is None else saved["fit"],
         )
-    except BaseException:
+    except BaseException as error:
         if recorder is not None:
             recorder.close()
+        if isinstance(error, torch.cuda.OutOfMemoryError):  # also what torch >= 2.5 raises as torch.OutOfMemoryError
+            message = out_of_memory_message(chosen, task, device, height, width, channels, None, None)
+            raise DeviceError(message) from None
         raise
     kept = []
     if recorder is not None:
@@ -246,6 +290,49 @@ def restore(
         snapshots=kept,
         snapshot_dir=None if recorder is None else Path(snapshot_dir),
     )
+
+
+CHECKPOINT_FORMAT = "dip-checkpoint/1"
+
+
+def _fingerprint(y: torch.Tensor, mask: torch.Tensor | None, preset: Preset, seed: int, snapshots: str | None) -> dict:
+    """What a checkpoint must share with the run that resumes it, as plain values."""
+
+    def digest(tensor: torch.Tensor | None) -> str | None:
+        return None if tensor is None else hashlib.sha256(tensor.numpy().tobytes()).hexdigest()
+
+    # The cap is left out: running a resumed fit further (or less far) does not change the steps already taken.
+    fit_settings = {k: v for k, v in asdict(preset.fit).items() if k != "iterations"}
+    stop_settings = {k: v for k, v in asdict(preset.stop).items() if k != "cap"}
+    settings = json.loads(to_json({"net": asdict(preset.net), "fit": fit_settings, "stop": stop_settings}))
+    return {"image": digest(y), "mask": digest(mask), "settings": settings, "seed": seed, "snapshots": snapshots}
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Written whole or not at all: a kill during the save leaves the previous checkpoint."""
+    from .io import atomic_output
+
+    with atomic_output(path) as temporary:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, temporary)
+
+
+def load_checkpoint(path: str | Path | None, fingerprint: dict) -> dict:
+    if path is None or not Path(path).is_file():
+        raise UsageError(f"nothing to resume: no checkpoint at '{path}' (make one with --checkpoint-every N)")
+    try:
+        # weights_only: a checkpoint is data; unpickling arbitrary objects from a file is never needed here
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file; all mean the same to the user
+        raise InputError(f"cannot read checkpoint '{path}': {str(error).splitlines()[0]}") from None
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"'{path}' is not a dip checkpoint")
+    differences = [key for key in fingerprint if saved["fingerprint"].get(key) != fingerprint[key]]
+    if differences:
+        raise UsageError(
+            f"checkpoint '{path}' belongs to another run (different {', '.join(differences)}); "
+            "resume with the same image, mask, options and seed"
+        )
+    return saved
 
 
 def _write_snapshot_manifest(

@@ -27,7 +27,8 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts say "[default: ...]"; as Rich markup those brackets would vanish
 )
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _version(value: bool) -> None:
@@ -68,13 +69,14 @@ def _check_output(output: Path, inputs: list[Path], *, overwrite: bool) -> None:
             raise UsageError(f"output '{output}' is an input file; dip never overwrites its inputs")
     if output.exists() and not overwrite:
         raise UsageError(f"output '{output}' already exists; pass --overwrite to replace it")
+    # Checked without creating anything: a run refused later (an unreadable input) must leave no empty folder.
+    # Missing folders are made when the first file is written.
     folder = output.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create output folder '{folder}': {error.strerror}", path=folder) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder '{folder}' is not writable", path=folder)
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists() or parent == parent.parent)
+    if not existing.is_dir():
+        raise OutputError(f"cannot create output folder '{folder}': '{existing}' is a file", path=folder)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder '{existing}' is not writable", path=folder)
 
 
 def _emit(record: dict, as_json: bool, line: str) -> None:
@@ -209,6 +211,13 @@ def restore(
     report: Annotated[
         bool, typer.Option("--report", help="Write <output stem>.report.html: sheet, curves, settings, metrics.")
     ] = False,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(help="Save the whole state of the fit to <output>.ckpt every N steps (and on interrupt)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from <output>.ckpt; give the same image, options and seed.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -217,11 +226,20 @@ def restore(
     _existing_file(input, "input")
     if mask is not None:
         _existing_file(mask, "mask")
+        if mask.resolve() == input.resolve():
+            raise UsageError(f"--mask '{mask}' is the input image itself; give the mask file (white = known pixels)")
     if reference is not None:
         _existing_file(reference, "reference")
     _check_fit_options(iters, lr, loss, stop, window, patience)
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise UsageError(f"--checkpoint-every must be at least 1, not {checkpoint_every}")
     output = output if output is not None else input.with_name(f"{input.stem}.restored.png")
-    _check_output(output, [p for p in (input, mask, reference) if p is not None], overwrite=overwrite)
+    checkpoint = output.with_name(output.name + ".ckpt")
+    if resume and not checkpoint.is_file():
+        raise UsageError(f"nothing to resume: no checkpoint '{checkpoint}' (run with --checkpoint-every N first)")
+    # The output of the run being resumed (written when it was interrupted) is that run's to replace.
+    inputs = [p for p in (input, mask, reference) if p is not None]
+    _check_output(output, inputs, overwrite=overwrite or resume)
     if snapshots is None and snapshot_dir is not None:
         raise UsageError("--snapshot-dir needs --snapshots SPEC (e.g. log:12)")
 
@@ -229,8 +247,8 @@ def restore(
     from .api import restore as run_restore
     from .config import resolve_preset, with_overrides
     from .device import resolve_device
-    from .io import read_image, write_image
-    from .report import report_path, write_report, write_sidecar
+    from .io import read_image
+    from .report import report_path
 
     # Everything the command line can get wrong is checked before the (long) fit starts.
     chosen_task = choose_task(task, has_mask=mask is not None, source=input)
@@ -258,11 +276,12 @@ def restore(
         parse_schedule(snapshots, chosen.fit.iterations)
         zoom_box = None if zoom is None else parse_zoom(zoom, picture.size)
         snapshot_dir = snapshot_dir if snapshot_dir is not None else default_folder(output)
-        check_folder(snapshot_dir, overwrite=overwrite)
-        if report and report_path(output).exists() and not overwrite:
+        if not resume:  # a resumed run keeps the snapshots it had already written
+            check_folder(snapshot_dir, overwrite=overwrite)
+        if report and report_path(output).exists() and not (overwrite or resume):
             raise UsageError(f"report '{report_path(output)}' already exists; pass --overwrite to replace it")
 
-    with _Progress(chosen.fit.iterations, enabled=not quiet) as progress:
+    with _Signals() as signals, _Progress(chosen.fit.iterations, enabled=not quiet) as progress:
         restoration = run_restore(
             picture,
             task=chosen_task,
@@ -275,7 +294,39 @@ def restore(
             observe=progress,
             snapshots=snapshots,
             snapshot_dir=snapshot_dir,
+            interrupt=signals.event,
+            checkpoint=checkpoint if checkpoint_every or resume else None,
+            checkpoint_every=checkpoint_every or 0,
+            resume=resume,
         )
+        record = _write_restoration(
+            restoration, picture, input, output, mask, reference, snapshots, zoom_box, animate, report
+        )
+    result = restoration.result
+    if result.stop_reason != "interrupted" and checkpoint.exists():
+        checkpoint.unlink()  # the run is complete: nothing left to resume
+    line = f"{input} -> {output}: {record['task']}, iterate {result.best_iteration} of {result.iterations}"
+    line += f" ({result.stop_reason}) in {result.seconds:.1f} s on {record['device']}"
+    if restoration.metrics:
+        line += f", PSNR {restoration.metrics['input_psnr']:.2f} -> {restoration.metrics['psnr']:.2f} dB"
+    if result.stop_reason == "interrupted":
+        line += " (interrupted: wrote the image so far"
+        line += "; resume with --resume)" if checkpoint.exists() else ")"
+    elif result.stop_reason == "diverged":
+        line += " (the fit diverged: wrote the last good image)"
+    _emit(record, as_json, line)
+    if signals.code is not None:
+        raise typer.Exit(signals.code)
+
+
+def _write_restoration(
+    restoration, picture, input, output, mask, reference, snapshots, zoom_box, animate, report
+) -> dict:
+    """The image, then the pictures, then the settings, which are returned: written last, they mark the output as
+    complete."""
+    from .io import read_image, write_image
+    from .report import report_path, write_report, write_sidecar
+
     write_image(output, restoration.picture)
     record = {"input": str(input), "output": str(output), **restoration.record()}
     if mask is not None:
@@ -291,19 +342,36 @@ def restore(
             record["report"] = str(report_path(output))
             write_report(report_path(output), record, pictures)
     write_sidecar(output, record)
+    return record
 
-    result = restoration.result
-    line = f"{input} -> {output}: {record['task']}, iterate {result.best_iteration} of {result.iterations}"
-    line += f" ({result.stop_reason}) in {result.seconds:.1f} s on {record['device']}"
-    if restoration.metrics:
-        line += f", PSNR {restoration.metrics['input_psnr']:.2f} -> {restoration.metrics['psnr']:.2f} dB"
-    if result.stop_reason == "interrupted":
-        line += " (interrupted: wrote the image so far)"
-    elif result.stop_reason == "diverged":
-        line += " (the fit diverged: wrote the last good image)"
-    _emit(record, as_json, line)
-    if result.stop_reason == "interrupted":
-        raise typer.Exit(EXIT_INTERRUPTED)
+
+class _Signals:
+    """SIGINT (Ctrl-C) or SIGTERM ends the fit after the current step, so that the best image so far is written
+    whole (and a checkpoint saved); the command then exits 130 or 143. A second Ctrl-C stops at once."""
+
+    def __enter__(self) -> _Signals:
+        import signal
+        import threading
+
+        self.event, self.code = threading.Event(), None
+        self._codes = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():  # Python only delivers signals there
+            for number in self._codes:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.code = self._codes[number]
+        self.event.set()
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 # --- dip degrade -----------------------------------------------------------------------------------------
@@ -441,6 +509,7 @@ def batch(
     if animate and snapshots is None:
         raise UsageError("--animate needs --snapshots SPEC (e.g. log:12)")
     _check_output(output_dir / "manifest.png", [], overwrite=True)  # the folder can be made and written to
+    output_dir.mkdir(parents=True, exist_ok=True)
 
     import time
 
@@ -474,7 +543,11 @@ def batch(
 
     folder_progress = _FolderProgress(len(jobs), enabled=not quiet and shard.rank == 0)
 
+    signals: _Signals | None = None
+
     def restore_one(job) -> dict:
+        if signals.event.is_set():  # a signal came between two images: do not start another
+            raise Abandoned
         job_task = choose_task(task, has_mask=job.mask is not None, source=job.source)
         chosen = with_overrides(resolve_preset(preset, job_task, chosen_device.type), **settings)
         folder_progress.start_image(job.name, chosen.fit.iterations)
@@ -493,6 +566,7 @@ def batch(
             observe=folder_progress,
             snapshots=snapshots,
             snapshot_dir=snapshot_dir,
+            interrupt=signals.event,
         )
         if restoration.result.stop_reason == "interrupted":
             raise Abandoned
@@ -510,7 +584,7 @@ def batch(
     started = time.perf_counter()
     extra = {"rank": shard.rank} if shard.world > 1 else {}
     try:
-        with folder_progress:
+        with _Signals() as signals, folder_progress:
             for record in run_jobs(
                 jobs, restore_one, manifest=shard.manifest(output_dir), overwrite=overwrite, fail_fast=fail_fast,
                 extra=extra,
@@ -524,7 +598,7 @@ def batch(
             "Run the same command again to resume.",
             err=True,
         )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(signals.code or EXIT_INTERRUPTED) from None
     if group is not None:
         # Rank 0 speaks for the whole run, exit code included: a launcher stops the other processes as soon as one
         # exits with an error, so only rank 0 may, and only after the merge.

@@ -6,7 +6,9 @@ Stopping rules and observers (progress, snapshots) look at the Steps; none of th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,6 +68,18 @@ class _Guard:
         if iteration % self.cfg.guard_every == 0:
             self._save()
 
+    def state_dict(self) -> dict:
+        return {
+            "weights": self._weights,
+            "optimizer": self._optimizer_state,
+            "loss_average": self.loss_average,
+            "rollbacks": self.rollbacks,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._weights, self._optimizer_state = state["weights"], state["optimizer"]
+        self.loss_average, self.rollbacks = state["loss_average"], state["rollbacks"]
+
     def roll_back(self) -> float:
         self.rollbacks += 1
         if self.rollbacks > self.cfg.max_rollbacks:
@@ -78,6 +92,48 @@ class _Guard:
         return lr
 
 
+class FitSession:
+    """Everything a fit carries from one step to the next: weights, optimiser, guard, jitter generator, output
+    average and step count. Saved and loaded whole, it makes a resumed fit continue exactly where it stopped."""
+
+    def __init__(self, net: torch.nn.Module, cfg: FitConfig, generator: torch.Generator) -> None:
+        self.net, self.generator = net, generator
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        self.guard = _Guard(net, self.optimizer, cfg)
+        self.average: torch.Tensor | None = None
+        self.iteration = 0  # steps taken
+
+    def state_dict(self) -> dict:
+        return {
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "guard": self.guard.state_dict(),
+            "generator": self.generator.get_state(),
+            "average": self.average,
+            "iteration": self.iteration,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        device = next(self.net.parameters()).device
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.guard.load_state_dict(_to(state["guard"], device))
+        self.generator.set_state(state["generator"])
+        self.average = None if state["average"] is None else state["average"].to(device)
+        self.iteration = state["iteration"]
+
+
+def _to(value, device: torch.device):
+    """``value`` with every tensor inside it moved to ``device`` (dicts and lists followed)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to(v, device) for v in value)
+    return value
+
+
 def iterate(
     observation: Observation,
     net: torch.nn.Module,
@@ -85,17 +141,19 @@ def iterate(
     cfg: FitConfig,
     *,
     generator: torch.Generator,
+    session: FitSession | None = None,
 ) -> Iterator[Step]:
     """Fits ``net`` so that ``A(net(z))`` matches the observation; yields after every step, up to ``cfg.iterations``.
 
-    ``generator`` draws the per-step jitter of ``z`` and must live on ``z``'s device.
+    ``generator`` draws the per-step jitter of ``z`` and must live on ``z``'s device. A ``session`` (of this
+    ``net`` and ``generator``) carries the state; pass a loaded one to continue a saved fit.
     """
     height, width = observation.y.shape[-2:]
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    guard = _Guard(net, optimizer, cfg)
-    average: torch.Tensor | None = None
+    session = session if session is not None else FitSession(net, cfg, generator)
+    optimizer, guard = session.optimizer, session.guard
     net.train()
-    for iteration in range(1, cfg.iterations + 1):
+    for iteration in range(session.iteration + 1, cfg.iterations + 1):
+        session.iteration = iteration
         net_input = z
         if cfg.reg_noise_std > 0:
             noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
@@ -113,8 +171,9 @@ def iterate(
         optimizer.step()
         x = x.detach()
         if cfg.average is not None:
-            average = x if average is None else average * cfg.average + x * (1 - cfg.average)
-        yield Step(iteration, loss_value, x, average, optimizer.param_groups[0]["lr"], guard.rollbacks)
+            average = session.average
+            session.average = x if average is None else average * cfg.average + x * (1 - cfg.average)
+        yield Step(iteration, loss_value, x, session.average, optimizer.param_groups[0]["lr"], guard.rollbacks)
 
 
 @dataclass
@@ -141,13 +200,22 @@ def fit(
     detector: Detector | None = None,
     stop: Callable[[Step], bool] | None = None,
     observe: Callable[[Step], None] | None = None,
+    interrupt: threading.Event | None = None,
+    checkpoint_every: int = 0,
+    save_checkpoint: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
 ) -> FitResult:
     """Runs the fit and returns the image it settles on. One ``seed`` fixes the weights, ``z`` and the jitter.
 
     With a ``detector`` the run ends when it fires and returns the iterate it picked (or the output average at
     that iterate, when the fit averages); without one it runs ``fit_cfg.iterations`` steps and returns the last.
-    ``stop(step)`` returning True also ends the run; ``observe(step)`` sees every step. Ctrl-C ends the run and
-    still returns the best image so far.
+    ``stop(step)`` returning True also ends the run; ``observe(step)`` sees every step. Ctrl-C, or ``interrupt``
+    being set (checked between steps, so the state stays whole), ends the run and still returns the best image
+    so far.
+
+    Every ``checkpoint_every`` steps, and once more when interrupted, ``save_checkpoint(state)`` receives the
+    whole state of the fit (tensors on the CPU); ``resume=state`` continues from such a state, and on the CPU
+    gives the same result bit for bit as the run that was never stopped.
     """
     device = torch.device(device)
     channels, height, width = observation.y.shape[-3:]
@@ -155,14 +223,38 @@ def fit(
     z = make_input(net_cfg, height, width, generator=torch.Generator().manual_seed(seed)).to(device)
     jitter = torch.Generator(device=device).manual_seed(seed + 1)
     observation = observation.to(device)
+    session = FitSession(net, fit_cfg, jitter)
 
     last: Step | None = None
     losses: list[float] = []
     statistics: list[float] = []
+    earlier_seconds = 0.0
+    if resume is not None:
+        session.load_state_dict(resume["session"])
+        if detector is not None:
+            detector.load_state_dict(_to(resume["detector"], device))
+        losses, statistics = list(resume["losses"]), list(resume["statistics"])
+        earlier_seconds = resume["seconds"]
+        if resume.get("last") is not None:
+            last = Step(**_to(resume["last"], device))
+
+    def state(seconds: float) -> dict:
+        return _to(
+            {
+                "session": session.state_dict(),
+                "detector": None if detector is None else detector.state_dict(),
+                "losses": losses,
+                "statistics": statistics,
+                "seconds": seconds,
+                "last": None if last is None else dataclasses.asdict(last),
+            },
+            torch.device("cpu"),
+        )
+
     reason = "cap"
     started = time.perf_counter()
     try:
-        for step in iterate(observation, net, z, fit_cfg, generator=jitter):
+        for step in iterate(observation, net, z, fit_cfg, generator=jitter, session=session):
             last = step
             losses.append(step.loss)
             fired = detector is not None and detector.update(step)
@@ -176,6 +268,13 @@ def fit(
             if stop is not None and stop(step):
                 reason = "stopped"
                 break
+            if interrupt is not None and interrupt.is_set():
+                reason = "interrupted"
+                if save_checkpoint is not None:
+                    save_checkpoint(state(earlier_seconds + time.perf_counter() - started))
+                break
+            if save_checkpoint is not None and checkpoint_every and step.iteration % checkpoint_every == 0:
+                save_checkpoint(state(earlier_seconds + time.perf_counter() - started))
     except KeyboardInterrupt:
         if last is None:
             raise
@@ -184,7 +283,9 @@ def fit(
         if last is None:
             raise
         reason = "diverged"
-    seconds = time.perf_counter() - started
+    seconds = earlier_seconds + time.perf_counter() - started
+    if last is None:  # resumed from a state that had already reached the cap
+        raise RuntimeError("nothing to resume: the saved fit had taken no step")
 
     if detector is not None and detector.best is not None:
         best_iteration, raw, average = detector.best_iteration, detector.best, detector.best_average

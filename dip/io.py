@@ -52,6 +52,10 @@ _ORIENTATION_TAG = 0x0112
 _ICC_TAG = 34675  # TIFF InterColorProfile
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's convert("L")
+# A mask is black and white, with soft edges at most; a photograph given as one (often the input itself) is
+# mostly mid-tones, and thresholding it would silently make a random pattern of holes.
+_MASK_MID_GRAY = (0.1, 0.9)
+_MASK_MOSTLY_MID_GRAY = 0.5
 
 
 @dataclass(eq=False)  # eq on arrays is ambiguous; identity is the only equality that means something here
@@ -178,19 +182,29 @@ def _read(path: Path, error: type[InputError], noun: str) -> Picture:
         raise fail("no such file")
     if path.is_dir():
         raise fail("it is a folder, not an image file")
+    # Pillow checks its limit on opening, and again on frames and pages as it reads them (GIF, TIFF, WebP, MPO):
+    # all must be dip's. It only warns between the limit and twice that; one limit, checked in _decode, is easier
+    # to explain.
+    with _pillow_pixel_limit(limit), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            decoded, orientation, icc, notes = _decode(path, limit, fail)
+        except Image.DecompressionBombError as e:
+            raise fail(_too_many_pixels(None, limit)) from e
+    for note in notes + [f"'{path}': {n}" for n in decoded.notes]:
+        warnings.warn(note, stacklevel=3)
+    return _oriented_picture(decoded, orientation, icc, path)
+
+
+def _decode(path: Path, limit: int | None, fail) -> tuple[_Decoded, int, bytes | None, list[str]]:
+    """(pixels as stored, EXIF-style orientation, ICC profile, things worth a warning)."""
     try:
         if path.stat().st_size == 0:
             raise fail("the file is empty (0 bytes)")
-        # Pillow only warns between its limit and twice that, and raises above; one limit, checked below,
-        # is easier to explain.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
-    except Image.DecompressionBombError as e:
-        raise fail(_too_many_pixels(None, limit)) from e
+        im = Image.open(path)
     except UnidentifiedImageError as e:
         if _looks_like_tiff(path):  # Pillow cannot open float RGB or 16-bit gray+alpha TIFFs; tifffile can
-            return _read_with_tifffile(path, limit, fail)
+            return _decode_with_tifffile(path, limit, fail)
         raise fail("not an image file (not a format Pillow can identify)") from e
     except OSError as e:
         if e.errno is None:  # Pillow reports bad content (a JPEG cut inside its header) as a bare OSError
@@ -222,10 +236,7 @@ def _read(path: Path, error: type[InputError], noun: str) -> Picture:
                 # e.g. LZW or JPEG compression needs the optional imagecodecs package; 8 bits beat failing
                 notes.append(f"'{path}': 16-bit colour TIFF read as 8-bit ({_one_line(e)})")
         orientation = _exif_orientation(im, notes, path)
-
-    for note in notes + [f"'{path}': {n}" for n in decoded.notes]:
-        warnings.warn(note, stacklevel=3)
-    return _oriented_picture(decoded, orientation, icc, path)
+    return decoded, orientation, icc, notes
 
 
 def _oriented_picture(decoded: _Decoded, orientation: int, icc: bytes | None, path: Path) -> Picture:
@@ -240,7 +251,7 @@ def _oriented_picture(decoded: _Decoded, orientation: int, icc: bytes | None, pa
 
 
 def _pixel_limit() -> int | None:
-    """Pillow's MAX_IMAGE_PIXELS, first set from DIP_MAX_PIXELS when that is given (0 = no limit)."""
+    """DIP_MAX_PIXELS when it is set (0 = no limit, None), else Pillow's MAX_IMAGE_PIXELS."""
     raw = os.environ.get(_PIXEL_LIMIT_ENV, "").strip()
     if raw:
         try:
@@ -252,8 +263,20 @@ def _pixel_limit() -> int | None:
                 f"{_PIXEL_LIMIT_ENV}={raw!r} is not a pixel count; set it to a whole number such as "
                 f"200000000, or 0 for no limit"
             )
-        Image.MAX_IMAGE_PIXELS = value or None
+        return value or None
     return Image.MAX_IMAGE_PIXELS
+
+
+@contextmanager
+def _pillow_pixel_limit(limit: int | None) -> Iterator[None]:
+    # Pillow's limit is a global: set for good, it would outlive the variable and refuse images for every other
+    # user of Pillow in the process (an application embedding dip, scikit-image's sample data).
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def _too_many_pixels(count: int | None, limit: int | None) -> str:
@@ -404,7 +427,7 @@ def _tiff_is_deep_colour(im: Image.Image) -> bool:
     return int(im.tag_v2.get(277, 1)) > 1 and max(bits) > 8  # SamplesPerPixel
 
 
-def _read_with_tifffile(path: Path, limit: int | None, fail) -> Picture:
+def _decode_with_tifffile(path: Path, limit: int | None, fail) -> tuple[_Decoded, int, bytes | None, list[str]]:
     import tifffile
 
     try:
@@ -414,12 +437,8 @@ def _read_with_tifffile(path: Path, limit: int | None, fail) -> Picture:
     except (tifffile.TiffFileError, ValueError, KeyError, NotImplementedError, OSError) as e:
         # truncated, corrupt, or compressed with a codec that needs the optional imagecodecs package
         raise fail(f"cannot decode this TIFF ({_one_line(e)})") from e
-    notes = [f"'{path}': {n}" for n in decoded.notes]
-    if frames > 1:
-        notes.insert(0, f"'{path}' has {frames} pages; dip uses the first only")
-    for note in notes:
-        warnings.warn(note, stacklevel=4)
-    return _oriented_picture(decoded, orientation, icc, path)
+    notes = [f"'{path}' has {frames} pages; dip uses the first only"] if frames > 1 else []
+    return decoded, orientation, icc, notes
 
 
 def _tiff_arrays(path: Path, limit: int | None = None, fail=None) -> tuple[_Decoded, int, bytes | None, int]:
@@ -637,6 +656,7 @@ def read_mask(path: str | Path, size: tuple[int, int], *, invert: bool = False) 
     Any image of the right size works. A pixel is known where its gray value is above half the full range
     (> 127 of 255, > 32767 of 65535); colour masks are reduced to luminance (ITU-R 601) first, and an alpha
     channel is ignored. For a black-and-white mask that is simply white = known. `invert=True` flips it.
+    Warns when most pixels are mid-gray: that is a photograph (often the input itself), not a mask.
 
     Raises MaskError when the mask cannot be read, has another size, or marks no pixel as known.
     """
@@ -666,5 +686,14 @@ def read_mask(path: str | Path, size: tuple[int, int], *, invert: bool = False) 
             path=path,
             mask_size=picture.size,
             image_size=image_size,
+        )
+    low, high = _MASK_MID_GRAY
+    mid_gray = float(np.mean((gray > low) & (gray < high)))
+    if mid_gray > _MASK_MOSTLY_MID_GRAY:
+        # after the refusals, so that a refused mask gets one line, the error
+        warnings.warn(
+            f"mask '{path}' does not look like a mask: {mid_gray:.0%} of its pixels are mid-gray (is it the photo "
+            "itself?); dip takes the pixels above half gray as known",
+            stacklevel=2,
         )
     return known

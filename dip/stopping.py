@@ -37,6 +37,16 @@ class Detector:
     def push(self, x: torch.Tensor) -> float:
         raise NotImplementedError
 
+    _state_fields: tuple[str, ...] = ()  # what the subclass keeps between steps, for checkpoints
+
+    def state_dict(self) -> dict:
+        names = ("best", "best_average", "best_iteration", "best_statistic", "statistic", *self._state_fields)
+        return {name: getattr(self, name) for name in names}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
     def update(self, step) -> bool:
         """Feeds one Step; True when the run should stop."""
         statistic = self.statistic = self.push(step.x)
@@ -57,6 +67,7 @@ class WindowedVariance(Detector):
     """
 
     name = "windowed-variance"
+    _state_fields = ("_buffer", "_sum", "_sum_squares", "_count")
 
     def __init__(self, window: int = 100, patience: int = 1000, warmup: int = 500) -> None:
         super().__init__(patience, warmup)
@@ -94,6 +105,7 @@ class ExponentialVariance(Detector):
     """ES-EMV: an exponential moving mean and variance (weight alpha) instead of a window; memory 2N."""
 
     name = "exponential-variance"
+    _state_fields = ("_mean", "_variance")
 
     def __init__(self, alpha: float = 0.1, patience: int = 1000, warmup: int = 500) -> None:
         super().__init__(patience, warmup)

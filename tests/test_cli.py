@@ -325,3 +325,40 @@ def test_ctrl_c_writes_the_image_so_far_and_exits_130(images, tmp_path):
     assert record["stop_reason"] == "interrupted" and 0 < record["iterations"] < 1000000
     assert Image.open(output).size == (32, 32)
     assert json.loads((tmp_path / "interrupted.png.json").read_text())["stop_reason"] == "interrupted"
+
+
+@pytest.mark.parametrize(("signal_name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_signal_with_checkpointing_writes_the_best_image_and_resume_continues(images, tmp_path, signal_name, code):
+    import signal
+    import time
+
+    output = tmp_path / "run.png"
+    checkpoint = tmp_path / "run.png.ckpt"
+    command = [sys.executable, "-m", "dip.cli", "restore", str(images["noisy"]), "-o", str(output), *FAST[:2],
+               "--stop", "off", "--quiet", "--json", "--checkpoint-every", "20"]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([*command, "--iters", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=environment)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(getattr(signal, signal_name))
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    record = json.loads(out)
+    stopped = record["iterations"]
+    assert record["stop_reason"] == "interrupted" and stopped >= 20
+    assert json.loads((tmp_path / "run.png.json").read_text())["stop_reason"] == "interrupted"
+    assert checkpoint.is_file()  # saved at the step where the signal was honoured
+
+    resumed = subprocess.run([*command, "--iters", str(stopped + 5), "--resume"], capture_output=True, text=True,
+                             env=environment, timeout=120)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    record = json.loads(resumed.stdout)
+    assert record["iterations"] == stopped + 5 and record["stop_reason"] == "cap"
+    assert not checkpoint.exists()  # complete: nothing left to resume
+
+
+def test_resume_without_a_checkpoint_is_a_one_line_error(capsys, images, tmp_path):
+    code, _, err = run(capsys, "restore", images["noisy"], "-o", tmp_path / "x.png", "--resume", *FAST)
+    assert code == 2 and err.count("\n") == 1 and "nothing to resume" in err

@@ -467,6 +467,7 @@ def test_mask_known_is_white_and_invert_flips(tmp_path):
     np.testing.assert_array_equal(read_mask(path, (W, H), invert=True), arr == 0)
 
 
+@pytest.mark.filterwarnings("ignore:.*does not look like a mask")  # mid-gray on purpose
 def test_mask_threshold_is_half_range(tmp_path):
     arr = np.array([[0, 127, 128, 255]], np.uint8)
     np.testing.assert_array_equal(read_mask(_mask_file(tmp_path, arr), (4, 1)), [[False, False, True, True]])
@@ -474,6 +475,7 @@ def test_mask_threshold_is_half_range(tmp_path):
     np.testing.assert_array_equal(read_mask(_mask_file(tmp_path, arr16, "m16.png"), (2, 1)), [[False, True]])
 
 
+@pytest.mark.filterwarnings("ignore:.*does not look like a mask")  # mid-gray on purpose
 def test_colour_mask_uses_luminance_and_ignores_alpha(tmp_path):
     rgba = np.zeros((1, 3, 4), np.uint8)
     rgba[0, 0] = (255, 255, 255, 0)  # white but transparent: still known
