@@ -72,6 +72,9 @@ class NetConfig:
         return 2**self.scales
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """How the net is fitted: optimiser, input jitter, output averaging, divergence guard."""
@@ -86,8 +89,14 @@ class FitConfig:
     jump_factor: float = 4.0
     max_rollbacks: int = 8
     guard_every: int = 25  # how often the last good state is copied
+    # How the steps are computed; the maths stay the same (see benchmarks/speed.py for what each one gives).
+    precision: str = "fp32"  # or "bf16": autocast of the net's forward; the loss and the optimiser stay fp32
+    channels_last: bool = False  # NHWC memory layout for the net and its input
+    compile: bool = False  # torch.compile the net's forward
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         try:
             object.__setattr__(self, "loss", Loss(self.loss))
         except ValueError:

@@ -134,6 +134,22 @@ def _to(value, device: torch.device):
     return value
 
 
+def _forward(net: torch.nn.Module, z: torch.Tensor, cfg: FitConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The net's forward as the config asks for it computed: memory layout, compilation, precision."""
+    if cfg.channels_last:
+        net.to(memory_format=torch.channels_last)
+    compute = torch.compile(net) if cfg.compile else net
+    if cfg.precision == "fp32":
+        return compute
+    autocast = torch.autocast(device_type=z.device.type, dtype=torch.bfloat16)
+
+    def reduced(net_input: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            return compute(net_input)
+
+    return reduced
+
+
 def iterate(
     observation: Observation,
     net: torch.nn.Module,
@@ -152,14 +168,18 @@ def iterate(
     session = session if session is not None else FitSession(net, cfg, generator)
     optimizer, guard = session.optimizer, session.guard
     net.train()
+    forward = _forward(net, z, cfg)
+    if cfg.channels_last:
+        z = z.contiguous(memory_format=torch.channels_last)
     for iteration in range(session.iteration + 1, cfg.iterations + 1):
         session.iteration = iteration
         net_input = z
         if cfg.reg_noise_std > 0:
+            # drawn in z's shape whatever the memory layout, so that every variant sees the same noise
             noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
             net_input = z + cfg.reg_noise_std * noise
         optimizer.zero_grad(set_to_none=True)
-        x = crop_to(net(net_input), height, width)
+        x = crop_to(forward(net_input), height, width).float().contiguous()
         loss = observation.loss(x, cfg.loss)
         loss_value = loss.item()
         if not guard.healthy(iteration, loss_value):

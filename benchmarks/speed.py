@@ -1,0 +1,173 @@
+"""Steps per second and peak memory of a fit, for presets x sizes x ways of computing the same steps.
+
+    python benchmarks/speed.py [--presets paper,light] [--sizes 128,256,512] [--variants plain,channels_last,compile]
+                               [--steps 20] [--warmup 5] [--device auto] [--threads N] [--json out.json]
+
+Variants (FitConfig fields; the maths are the same, see tests/test_fit.py): ``plain`` (fp32, eager, NCHW),
+``channels_last``, ``compile`` (torch.compile), ``bf16`` (autocast of the forward), and combinations joined
+with ``+`` (``compile+channels_last``). Each case runs in a fresh process, so that compile caches and peak
+memory belong to it alone. A step is what a real run does per iteration: jitter, forward, masked loss, backward,
+Adam, output average and the windowed-variance detector. Reported: median seconds per step over ``--steps``
+timed steps after ``--warmup`` untimed ones (compilation happens there), the spread (interquartile range),
+steps/s, the ratio to ``plain`` at the same preset and size, and peak memory (CUDA: allocated; CPU: the
+process's peak resident size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANT_FIELDS = {
+    "plain": {},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": True},
+    "bf16": {"precision": "bf16"},
+}
+
+
+def variant_settings(name: str) -> dict:
+    settings = {}
+    for part in name.split("+"):
+        if part not in VARIANT_FIELDS:
+            raise SystemExit(f"unknown variant {part!r}; choose from {', '.join(VARIANT_FIELDS)} (join with +)")
+        settings.update(VARIANT_FIELDS[part])
+    return settings
+
+
+def run_one(case: dict) -> dict:
+    """One preset x size x variant, in this process."""
+    import resource
+    from dataclasses import replace
+
+    import torch
+
+    from dip.config import resolve_preset
+    from dip.degradations import Observation
+    from dip.device import resolve_device
+    from dip.fit import iterate
+    from dip.nets import build_net, make_input
+    from dip.stopping import make_detector
+
+    torch.set_num_threads(case["threads"])
+    device = resolve_device(case["device"])
+    preset = resolve_preset(case["preset"], "denoise", device.type)
+    steps = case["warmup"] + case["steps"]
+    fit_cfg = replace(preset.fit, iterations=steps, **variant_settings(case["variant"]))
+    size = case["size"]
+    clean = torch.rand((1, 3, size, size), generator=torch.Generator().manual_seed(0))
+    observation = Observation(clean, None).to(device)
+    net = build_net(preset.net, 3, seed=0).to(device)
+    z = make_input(preset.net, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    detector = make_detector(preset.stop)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times, losses = [], []
+    tick = time.perf_counter()
+    for step in iterate(observation, net, z, fit_cfg, generator=torch.Generator(device=device).manual_seed(1)):
+        if detector is not None:
+            detector.update(step)
+        # loss.item() inside the step already waits for the device, so the clock sees the whole step
+        tock = time.perf_counter()
+        times.append(tock - tick)
+        losses.append(step.loss)
+        tick = tock
+    timed = times[case["warmup"] :]
+    quartiles = statistics.quantiles(timed, n=4) if len(timed) > 1 else [timed[0]] * 3
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        **case,
+        "seconds_per_step": statistics.median(timed),
+        "spread": quartiles[2] - quartiles[0],
+        "steps_per_second": 1 / statistics.median(timed),
+        "first_steps_seconds": sum(times[: case["warmup"]]),
+        "peak_memory_mib": peak / 2**20,
+        "final_loss": losses[-1],
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="paper,light")
+    parser.add_argument("--sizes", default="128,256,512")
+    parser.add_argument("--variants", default="plain,channels_last,compile")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case (JSON) and print its result
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return 0
+    for variant in args.variants.split(","):
+        variant_settings(variant)
+    if args.threads is None:
+        import os
+
+        args.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+    rows = []
+    print(f"{'preset':<7} {'size':>5} {'variant':<22} {'s/step':>8} {'spread':>7} {'steps/s':>8} {'x plain':>7} "
+          f"{'MiB':>7}")  # fmt: skip
+    for preset in args.presets.split(","):
+        for size in (int(s) for s in args.sizes.split(",")):
+            plain = None
+            for variant in args.variants.split(","):
+                case = {
+                    "preset": preset,
+                    "size": size,
+                    "variant": variant,
+                    "steps": args.steps,
+                    "warmup": args.warmup,
+                    "device": args.device,
+                    "threads": args.threads,
+                }
+                done = subprocess.run(
+                    [sys.executable, __file__, "--one", json.dumps(case)], capture_output=True, text=True
+                )
+                if done.returncode != 0:
+                    reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                    print(f"{preset:<7} {size:>5} {variant:<22} failed: {reason[:80]}")
+                    rows.append({**case, "error": reason})
+                    continue
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+                if variant == "plain":
+                    plain = row["steps_per_second"]
+                row["ratio"] = row["steps_per_second"] / plain if plain else None
+                rows.append(row)
+                ratio = f"{row['ratio']:.2f}" if row["ratio"] else "-"
+                print(
+                    f"{preset:<7} {size:>5} {variant:<22} {row['seconds_per_step']:>8.3f} {row['spread']:>7.3f} "
+                    f"{row['steps_per_second']:>8.2f} {ratio:>7} {row['peak_memory_mib']:>7.0f}",
+                    flush=True,
+                )
+    first = next((r for r in rows if "error" not in r), {})
+    machine = {
+        "device": first.get("device_name"),
+        "torch": first.get("torch"),
+        "threads": args.threads,
+        "python": platform.python_version(),
+        "steps": args.steps,
+        "warmup": args.warmup,
+    }
+    print(f"# {machine}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
