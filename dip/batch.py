@@ -33,6 +33,7 @@ class Job:
     mask: Path | None = None
     problem: str | None = None  # known before any fitting: a missing mask, an output another input also wants
     seed: int = 0
+    reference: Path | None = None  # a clean version to score against (metrics only; never used by the fit)
 
     @property
     def name(self) -> str:
@@ -64,15 +65,19 @@ def discover(
     recursive: bool = False,
     masks_dir: Path | None = None,
     mask_suffix: str | None = None,
+    references_dir: Path | None = None,
     seed: int = 0,
 ) -> Discovery:
     """The sorted jobs of a folder. With ``masks_dir`` each input's mask is the file of the same relative path and
     stem there (any image format); with ``mask_suffix`` it is ``<stem><suffix>.<ext>`` beside the input, and such
-    files are masks, not inputs. A missing mask is that image's problem, not the run's."""
+    files are masks, not inputs. A missing mask is that image's problem, not the run's. ``references_dir`` pairs
+    clean images the same way as ``masks_dir``; an image without one is restored and simply not scored."""
     if not input_dir.is_dir():
         raise UsageError(f"input folder '{input_dir}' does not exist or is not a folder")
     if masks_dir is not None and not masks_dir.is_dir():
         raise UsageError(f"mask folder '{masks_dir}' does not exist or is not a folder")
+    if references_dir is not None and not references_dir.is_dir():
+        raise UsageError(f"reference folder '{references_dir}' does not exist or is not a folder")
     if masks_dir is not None and mask_suffix is not None:
         raise UsageError("give --masks DIR or --mask-suffix SUFFIX, not both")
     outside = output_dir.resolve()
@@ -102,7 +107,10 @@ def discover(
         if output in claimed:
             problem = f"its output '{output.name}' is also the output of '{claimed[output].as_posix()}'; rename one"
         claimed.setdefault(output, rel)
-        found.jobs.append(Job(path, rel, output, mask, problem, image_seed(seed, rel)))
+        reference = None
+        if references_dir is not None:
+            reference = _find_image(references_dir / rel.parent, rel.stem, prefer=path.suffix)
+        found.jobs.append(Job(path, rel, output, mask, problem, image_seed(seed, rel), reference))
     return found
 
 

@@ -463,6 +463,10 @@ def batch(
         str | None, typer.Option(help="Masks lie beside the inputs as <stem><SUFFIX>.<ext>, e.g. _mask.")
     ] = None,
     mask_invert: MaskInvertOption = False,
+    references: Annotated[
+        Path | None,
+        typer.Option(help="Folder of clean images named like the inputs: PSNR/SSIM go into the manifest."),
+    ] = None,
     task: TaskOption = "auto",
     preset: PresetOption = "auto",
     iters: ItersOption = None,
@@ -524,7 +528,14 @@ def batch(
 
     shard = Shard.from_environment()
     found = discover(
-        input_dir, output_dir, pattern=glob, recursive=recursive, masks_dir=masks, mask_suffix=mask_suffix, seed=seed
+        input_dir,
+        output_dir,
+        pattern=glob,
+        recursive=recursive,
+        masks_dir=masks,
+        mask_suffix=mask_suffix,
+        references_dir=references,
+        seed=seed,
     )
     if verbose:
         for path in found.ignored:
@@ -563,6 +574,7 @@ def batch(
             preset=chosen,
             seed=job.seed,
             device=chosen_device,
+            reference=job.reference,
             observe=folder_progress,
             snapshots=snapshots,
             snapshot_dir=snapshot_dir,
@@ -574,11 +586,15 @@ def batch(
         record = {"input": str(job.source), "output": str(job.output), **restoration.record()}
         if job.mask is not None:
             record["mask"] = str(job.mask)
+        if job.reference is not None:
+            record["reference"] = str(job.reference)
         if snapshots is not None:
-            make_pictures(restoration, _pixels_of(job.source), animate=animate)
+            clean = None if job.reference is None else _pixels_of(job.reference)
+            make_pictures(restoration, _pixels_of(job.source), animate=animate, reference=clean)
         write_sidecar(job.output, record)  # last: an image with its settings beside it is what counts as done
         keys = ("task", "iterations", "best_iteration", "stop_reason", "preset", "device", "rollbacks")
-        return {key: record[key] for key in keys} | {"fit_seconds": record["seconds"]}
+        scores = ("psnr", "ssim", "input_psnr", "input_ssim", "peak_psnr", "peak_iteration")
+        return {key: record[key] for key in (*keys, *scores) if key in record} | {"fit_seconds": record["seconds"]}
 
     records = []
     started = time.perf_counter()

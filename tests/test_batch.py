@@ -235,3 +235,17 @@ def test_torchrun_two_processes_do_each_image_once_and_match_one_process(tmp_pat
         two = np.asarray(Image.open(tmp_path / "two" / record["output"]))
         one = np.asarray(Image.open(tmp_path / "one" / record["output"]))
         np.testing.assert_array_equal(two, one)
+
+
+def test_references_put_scores_into_the_manifest(capsys, tmp_path):
+    inputs, references = tmp_path / "in", tmp_path / "clean"
+    _save(inputs / "one.png", _noisy(0))
+    _save(inputs / "two.png", _noisy(1))
+    _save(references / "one.png", small_image(24))  # two has no reference: restored, not scored
+    output = tmp_path / "out"
+    code, _, err = run(capsys, "batch", inputs, output, "--references", references, *FAST)
+    assert code == 0, err
+    records = _records(output)
+    assert records["one.png"]["input_psnr"] < 30 and "psnr" in records["one.png"]
+    assert "psnr" not in records["two.png"] and records["two.png"]["status"] == "done"
+    assert json.loads((output / "one.png.json").read_text())["reference"].endswith("one.png")
