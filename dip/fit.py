@@ -307,14 +307,28 @@ def fit(
     if last is None:  # resumed from a state that had already reached the cap
         raise RuntimeError("nothing to resume: the saved fit had taken no step")
 
+    return finished(detector, last, fit_cfg, reason, seconds, losses, statistics)
+
+
+def finished(
+    detector: Detector | None,
+    last: Step,
+    cfg: FitConfig,
+    reason: str,
+    seconds: float,
+    losses: list[float],
+    statistics: list[float],
+) -> FitResult:
+    """The result of a fit that has ended: the detector's pick (output average at it, when the fit averages), or
+    the last step when there is no detector or it picked nothing."""
     if detector is not None and detector.best is not None:
         best_iteration, raw, average = detector.best_iteration, detector.best, detector.best_average
         where = f"iterate {best_iteration}, the {detector.name} minimum"
-    else:  # no detector, or the run ended before the detector could pick anything
+    else:
         best_iteration, raw, average = last.iteration, last.x, last.average
         where = f"iterate {best_iteration}, the last"
     if average is not None:
-        image, returned = average, f"output average at {where} (weight {fit_cfg.average})"
+        image, returned = average, f"output average at {where} (weight {cfg.average})"
     else:
         image, returned = raw, where
     return FitResult(
@@ -326,6 +340,6 @@ def fit(
         rollbacks=last.rollbacks,
         seconds=seconds,
         final_loss=last.loss,
-        losses=losses,
-        statistics=statistics,
+        losses=list(losses),
+        statistics=list(statistics),
     )

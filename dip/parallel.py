@@ -26,7 +26,7 @@ from torch import nn
 from .config import FitConfig, NetConfig
 from .degradations import Observation
 from .errors import InputError, UsageError
-from .fit import Diverged, FitResult, FitSession, Step, _forward, _Guard, iterate
+from .fit import Diverged, FitResult, FitSession, Step, _forward, _Guard, finished, iterate
 from .nets import SkipNet, _Level, build_net, crop_to, make_input
 from .stopping import Detector
 
@@ -435,26 +435,4 @@ def _finish_alone(image: _Image, run: _Run) -> None:
 
 def _result(image: _Image, cfg: FitConfig, reason: str, seconds: float) -> FitResult:
     """The image a finished fit returns, chosen as fit() chooses it."""
-    detector, last = image.detector, image.last
-    if detector is not None and detector.best is not None:
-        best_iteration, raw, average = detector.best_iteration, detector.best, detector.best_average
-        where = f"iterate {best_iteration}, the {detector.name} minimum"
-    else:  # no detector, or the run ended before the detector could pick anything
-        best_iteration, raw, average = last.iteration, last.x, last.average
-        where = f"iterate {best_iteration}, the last"
-    if average is not None:
-        returned_image, returned = average, f"output average at {where} (weight {cfg.average})"
-    else:
-        returned_image, returned = raw, where
-    return FitResult(
-        image=returned_image.float().cpu(),
-        returned=returned,
-        best_iteration=best_iteration,
-        iterations=last.iteration,
-        stop_reason=reason,
-        rollbacks=last.rollbacks,
-        seconds=seconds,
-        final_loss=last.loss,
-        losses=list(image.losses),
-        statistics=list(image.statistics),
-    )
+    return finished(image.detector, image.last, cfg, reason, seconds, image.losses, image.statistics)
