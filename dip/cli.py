@@ -141,33 +141,39 @@ def _check_fit_options(iters, lr, loss, stop, window, patience) -> None:
 # --- dip restore -----------------------------------------------------------------------------------------
 
 
-class _Progress:
-    """A Rich bar on stderr, fed by the fit's observer hook; silent when stderr is not a terminal."""
+class _Bars:
+    """Rich progress bars on stderr, fed by the fit's observer hook; silent when stderr is not a terminal."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, *columns: str, enabled: bool) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]fitting"),
+            TextColumn(columns[0]),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[rate]} it/s"),
+            *(TextColumn(column) for column in columns[1:]),
             TimeRemainingColumn(),
             console=console,
             transient=True,
             disable=not (enabled and console.is_terminal),
         )
-        self.task = self.progress.add_task("fit", total=total, loss="-", rate="-")
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self):
         self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
+
+
+class _Progress(_Bars):
+    """One bar for one fit, with the loss and the speed."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        super().__init__("[bold]fitting", "loss {task.fields[loss]}", "{task.fields[rate]} it/s", enabled=enabled)
+        self.task = self.progress.add_task("fit", total=total, loss="-", rate="-")
 
     def __call__(self, step) -> None:
         speed = self.progress.tasks[0].speed
@@ -678,32 +684,13 @@ def _join_process_group(shard):
     return dist
 
 
-class _FolderProgress:
-    """Two Rich bars on stderr: images of the folder (with ETA) and steps of the current image."""
+class _FolderProgress(_Bars):
+    """Two bars: images of the folder (with ETA) and steps of the current image."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            disable=not (enabled and console.is_terminal),
-        )
+        super().__init__("[bold]{task.description}", enabled=enabled)
         self.folder = self.progress.add_task("folder", total=total)
         self.image = self.progress.add_task("image", total=1, visible=False)
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
 
     def start_image(self, name: str, steps: int) -> None:
         self.progress.reset(self.image, total=steps, description=name[-40:], visible=True)
