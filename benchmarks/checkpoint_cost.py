@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         preset, rule = case.split(":")
         seconds: list[float] = []
 
-        def timed(path, payload):
+        def timed(path, payload, seconds=seconds):
             tick = time.perf_counter()
             save(path, payload)
             seconds.append(time.perf_counter() - tick)
