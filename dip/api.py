@@ -168,25 +168,7 @@ def restore(
         patience=patience,
     )
 
-    picture = _load(image)
-    y = picture.to_tensor()
-    known = None
-    if mask is not None:
-        if isinstance(mask, np.ndarray):
-            if mask.shape != (picture.size[1], picture.size[0]):
-                raise InputError(
-                    f"mask array has shape {mask.shape} but the image is {picture.size[1]}x{picture.size[0]} (HxW)"
-                )
-            known = mask.astype(bool)
-        else:
-            if picture.path is not None and Path(mask).resolve() == Path(picture.path).resolve():
-                raise UsageError(f"the mask '{mask}' is the input image itself; give the mask file (white = known)")
-            known = read_mask(mask, picture.size, invert=mask_invert)
-    mask_tensor = None if known is None else torch.from_numpy(known.astype(np.float32))[None, None]
-    reference_picture = None
-    if reference is not None:
-        reference_picture = _load(reference)
-        _check_reference(reference_picture, picture)
+    picture, y, mask_tensor, reference_picture = _prepare(image, mask, mask_invert, reference)
 
     schedule = None
     if snapshots is not None:
@@ -261,23 +243,6 @@ def restore(
         kept = recorder.finish(result)
         _write_snapshot_manifest(Path(snapshot_dir), snapshots, schedule, kept, result, chosen)
 
-    metrics: dict[str, float] = {}
-    if tracker is not None:
-        clean = reference_picture.pixels
-        # the peak of the kind of image that is returned: the output average if the fit averages
-        peak_psnr, peak_iteration = tracker.peak("psnr_average" if chosen.fit.average is not None else "psnr")
-        returned_psnr = psnr(result.image, clean)
-        # The tracker samples every k steps; the returned iterate may fall between samples and be the peak.
-        if not returned_psnr <= peak_psnr:
-            peak_psnr, peak_iteration = returned_psnr, result.best_iteration
-        metrics = {
-            "psnr": returned_psnr,
-            "ssim": ssim(result.image, clean),
-            "input_psnr": psnr(picture.pixels, clean),
-            "input_ssim": ssim(picture.pixels, clean),
-            "peak_psnr": peak_psnr,
-            "peak_iteration": peak_iteration,
-        }
     return Restoration(
         picture.with_pixels(result.image),
         result,
@@ -285,11 +250,117 @@ def restore(
         chosen,
         seed,
         device,
-        metrics,
+        _scores(tracker, result, picture, reference_picture, chosen),
         reference_history=[] if tracker is None else tracker.history,
         snapshots=kept,
         snapshot_dir=None if recorder is None else Path(snapshot_dir),
     )
+
+
+def _prepare(image, mask, mask_invert: bool, reference):
+    """The picture, its tensor, the mask tensor (1 = known) or None, and the reference picture or None."""
+    picture = _load(image)
+    known = None
+    if mask is not None:
+        if isinstance(mask, np.ndarray):
+            if mask.shape != (picture.size[1], picture.size[0]):
+                raise InputError(
+                    f"mask array has shape {mask.shape} but the image is {picture.size[1]}x{picture.size[0]} (HxW)"
+                )
+            known = mask.astype(bool)
+        else:
+            if picture.path is not None and Path(mask).resolve() == Path(picture.path).resolve():
+                raise UsageError(f"the mask '{mask}' is the input image itself; give the mask file (white = known)")
+            known = read_mask(mask, picture.size, invert=mask_invert)
+    mask_tensor = None if known is None else torch.from_numpy(known.astype(np.float32))[None, None]
+    reference_picture = None
+    if reference is not None:
+        reference_picture = _load(reference)
+        _check_reference(reference_picture, picture)
+    return picture, picture.to_tensor(), mask_tensor, reference_picture
+
+
+def _scores(tracker, result: FitResult, picture: Picture, reference: Picture | None, preset: Preset) -> dict:
+    if tracker is None:
+        return {}
+    clean = reference.pixels
+    # the peak of the kind of image that is returned: the output average if the fit averages
+    peak_psnr, peak_iteration = tracker.peak("psnr_average" if preset.fit.average is not None else "psnr")
+    returned_psnr = psnr(result.image, clean)
+    # The tracker samples every k steps; the returned iterate may fall between samples and be the peak.
+    if not returned_psnr <= peak_psnr:
+        peak_psnr, peak_iteration = returned_psnr, result.best_iteration
+    return {
+        "psnr": returned_psnr,
+        "ssim": ssim(result.image, clean),
+        "input_psnr": psnr(picture.pixels, clean),
+        "input_ssim": ssim(picture.pixels, clean),
+        "peak_psnr": peak_psnr,
+        "peak_iteration": peak_iteration,
+    }
+
+
+def restore_parallel(
+    images: list[Picture | str | Path],
+    *,
+    preset: Preset,
+    seeds: list[int],
+    task: Task,
+    masks: list | None = None,
+    mask_invert: bool = False,
+    references: list | None = None,
+    device: str | torch.device = "auto",
+    track_every: int = 10,
+    observe: Callable[[int, Step], None] | None = None,
+    interrupt: threading.Event | None = None,
+) -> list[Restoration]:
+    """Several images of one size and task fitted at once, one net each (see dip.parallel): the same result per
+    image as ``restore`` with its seed, and a better-used device. No snapshots or checkpoints. ``interrupt``
+    ends every fit after the current step, each returning its best so far."""
+    from .parallel import fit_parallel
+
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    masks = masks or [None] * len(images)
+    references = references or [None] * len(images)
+    prepared = [_prepare(i, m, mask_invert, r) for i, m, r in zip(images, masks, references, strict=True)]
+    channels, height, width = prepared[0][1].shape[-3:]
+    # K nets at once need about K times one net's activations: counted as one image K times as wide
+    check_fits(preset, task, device, height, width * len(images), channels)
+    trackers = [
+        None if reference is None else ReferenceTracker(reference.to_tensor(), every=track_every)
+        for _, _, _, reference in prepared
+    ]
+
+    def watch(k: int, step: Step) -> None:
+        if trackers[k] is not None:
+            trackers[k](step)
+        if observe is not None:
+            observe(k, step)
+        if interrupt is not None and interrupt.is_set():
+            raise KeyboardInterrupt  # fit_parallel then returns every image's best so far, marked interrupted
+
+    results = fit_parallel(
+        [Observation(y, mask) for _, y, mask, _ in prepared],
+        preset.net,
+        preset.fit,
+        seeds=seeds,
+        device=device,
+        detectors=[make_detector(preset.stop) for _ in images],
+        observe=watch,
+    )
+    return [
+        Restoration(
+            picture.with_pixels(result.image),
+            result,
+            task,
+            preset,
+            seed,
+            device,
+            _scores(tracker, result, picture, reference, preset),
+            reference_history=[] if tracker is None else tracker.history,
+        )
+        for (picture, _, _, reference), result, seed, tracker in zip(prepared, results, seeds, trackers, strict=True)
+    ]
 
 
 CHECKPOINT_FORMAT = "dip-checkpoint/1"

@@ -198,42 +198,64 @@ class Abandoned(KeyboardInterrupt):
 
 def run_jobs(
     jobs: list[Job],
-    restore_one: Callable[[Job], dict],
+    restore_one: Callable[[Job], dict] | None = None,
     *,
     manifest: Path,
     overwrite: bool = False,
     fail_fast: bool = False,
     extra: dict | None = None,
+    restore_many: Callable[[list[Job]], list[dict | Exception]] | None = None,
+    group: int = 1,
 ) -> Iterator[dict]:
-    """Restores each job with ``restore_one(job) -> record`` and yields its manifest record as it is appended.
+    """Restores the jobs and yields each one's manifest record as it is appended.
 
-    A job that is done is skipped without fitting (unless ``overwrite``); a job whose restore raises a DipError
-    or any other error is recorded as failed and the run goes on (``fail_fast``: the error is raised after it is
-    recorded). An interrupt inside ``restore_one`` must raise Abandoned; nothing is recorded for that image.
+    ``restore_one(job) -> record`` restores one image; or ``restore_many(jobs)`` up to ``group`` at once, returning
+    per job its record or the exception it failed with. A job that is done is skipped without fitting (unless
+    ``overwrite``); one whose restore raises a DipError or any other error is recorded as failed and the run goes
+    on (``fail_fast``: it stops there; a bug's traceback is then shown). An interrupt inside a restore must raise
+    Abandoned; nothing is recorded for the images in progress.
     """
-    for job in jobs:
-        output = job.relative.with_suffix(OUTPUT_SUFFIX).as_posix()
-        record = {"input": job.name, "output": output, "seed": job.seed, "started": time.time(), **(extra or {})}
+    if restore_many is None:
+        restore_many = lambda chunk: [_outcome(restore_one, job) for job in chunk]  # noqa: E731
+    for start in range(0, len(jobs), group):
+        chunk = jobs[start : start + group]
+        records, pending = {}, []
+        for job in chunk:
+            records[job.name] = {"input": job.name, "output": job.relative.with_suffix(OUTPUT_SUFFIX).as_posix(),
+                                 "seed": job.seed, "started": time.time(), **(extra or {})}  # fmt: skip
+            if job.problem is not None:
+                records[job.name].update(status="failed", error=job.problem)
+            elif not overwrite and is_done(job):
+                records[job.name].update(status="skipped")
+            else:
+                pending.append(job)
         started = time.perf_counter()
-        bug = None
-        if job.problem is not None:
-            record.update(status="failed", error=job.problem)
-        elif not overwrite and is_done(job):
-            record.update(status="skipped")
-        else:
-            try:
-                record.update(restore_one(job), status="done")
-            except Abandoned:
-                raise
-            except DipError as error:
-                record.update(status="failed", error=str(error))
-            except Exception as error:  # a bug on one image must not cost the rest of the folder its results
-                record.update(status="failed", error=f"internal error: {type(error).__name__}: {error}")
-                bug = error
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        append_record(manifest, record)
-        yield record
-        if fail_fast and record["status"] == "failed":
+        outcomes = dict(zip((job.name for job in pending), restore_many(pending) if pending else [], strict=True))
+        seconds = round((time.perf_counter() - started) / max(1, len(pending)), 3)
+        stop, bug = False, None
+        for job in chunk:
+            record, outcome = records[job.name], outcomes.get(job.name)
+            if isinstance(outcome, DipError):
+                record.update(status="failed", error=str(outcome))
+            elif isinstance(outcome, Exception):
+                record.update(status="failed", error=f"internal error: {type(outcome).__name__}: {outcome}")
+                bug = bug or outcome
+            elif outcome is not None:
+                record.update(outcome, status="done")
+            record["seconds"] = seconds if job in pending else 0.0
+            append_record(manifest, record)
+            yield record
+            stop = stop or (fail_fast and record["status"] == "failed")
+        if stop:  # after the whole chunk: the images fitted beside the failed one are recorded too
             if bug is not None:
                 raise bug  # with --fail-fast a bug shows its traceback
             return
+
+
+def _outcome(restore_one: Callable[[Job], dict], job: Job) -> dict | Exception:
+    try:
+        return restore_one(job)
+    except Abandoned:
+        raise
+    except Exception as error:  # a bug on one image must not cost the rest of the folder its results
+        return error

@@ -489,6 +489,9 @@ def batch(
     animate: AnimateOption = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images that are already done.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first image that fails.")] = False,
+    parallel: Annotated[
+        int, typer.Option(help="Fit up to K images of one size at once on the device (one net each).")
+    ] = 1,
     merge: Annotated[
         bool, typer.Option("--merge", help="Only merge the manifest parts of a multi-process run in OUTPUT_DIR.")
     ] = False,
@@ -518,17 +521,21 @@ def batch(
         raise UsageError("the output folder is the input folder; dip never writes over its inputs")
     if animate and snapshots is None:
         raise UsageError("--animate needs --snapshots SPEC (e.g. log:12)")
+    if parallel < 1:
+        raise UsageError(f"--parallel must be at least 1, not {parallel}")
+    if parallel > 1 and snapshots is not None:
+        raise UsageError("--snapshots works one image at a time; drop --parallel or --snapshots")
     _check_output(output_dir / "manifest.png", [], overwrite=True)  # the folder can be made and written to
     output_dir.mkdir(parents=True, exist_ok=True)
 
     import time
 
-    from .api import choose_task
+    from .api import choose_task, restore_parallel
     from .api import restore as run_restore
     from .batch import Abandoned, Shard, discover, run_jobs
     from .config import resolve_preset, with_overrides
     from .device import resolve_device
-    from .io import write_image
+    from .io import read_image, write_image
     from .report import write_sidecar
     from .snapshots import check_folder, default_folder, make_pictures, parse_schedule
 
@@ -586,6 +593,9 @@ def batch(
             snapshot_dir=snapshot_dir,
             interrupt=signals.event,
         )
+        return write_one(job, restoration)
+
+    def write_one(job, restoration) -> dict:
         if restoration.result.stop_reason == "interrupted":
             raise Abandoned
         write_image(job.output, restoration.picture)
@@ -602,6 +612,46 @@ def batch(
         scores = ("psnr", "ssim", "input_psnr", "input_ssim", "peak_psnr", "peak_iteration")
         return {key: record[key] for key in (*keys, *scores) if key in record} | {"fit_seconds": record["seconds"]}
 
+    def restore_many(chunk) -> list:
+        """Up to --parallel images: those of one task, size and channel count are fitted together."""
+        if signals.event.is_set():
+            raise Abandoned
+        outcomes: dict = {}
+        groups: dict = {}
+        for job in chunk:
+            try:
+                job_task = choose_task(task, has_mask=job.mask is not None, source=job.source)
+                shape = read_image(job.source).pixels.shape
+            except DipError as error:
+                outcomes[job.name] = error
+                continue
+            groups.setdefault((job_task, shape), []).append(job)
+        for (job_task, _shape), members in groups.items():
+            chosen = with_overrides(resolve_preset(preset, job_task, chosen_device.type), **settings)
+            folder_progress.start_image(f"{len(members)} x {members[0].name}", chosen.fit.iterations)
+            try:
+                restorations = restore_parallel(
+                    [job.source for job in members],
+                    preset=chosen,
+                    seeds=[job.seed for job in members],
+                    task=job_task,
+                    masks=[job.mask for job in members],
+                    mask_invert=mask_invert,
+                    references=[job.reference for job in members],
+                    device=chosen_device,
+                    observe=lambda k, step: folder_progress(step) if k == 0 else None,
+                    interrupt=signals.event,
+                )
+            except Exception as error:  # the group's failure is each of its images' failure
+                outcomes.update({job.name: error for job in members})
+                continue
+            for job, restoration in zip(members, restorations, strict=True):
+                try:
+                    outcomes[job.name] = write_one(job, restoration)
+                except Exception as error:
+                    outcomes[job.name] = error
+        return [outcomes[job.name] for job in chunk]
+
     records = []
     started = time.perf_counter()
     extra = {"rank": shard.rank} if shard.world > 1 else {}
@@ -609,7 +659,7 @@ def batch(
         with _Signals() as signals, folder_progress:
             for record in run_jobs(
                 jobs, restore_one, manifest=shard.manifest(output_dir), overwrite=overwrite, fail_fast=fail_fast,
-                extra=extra,
+                extra=extra, restore_many=restore_many if parallel > 1 else None, group=parallel,
             ):  # fmt: skip
                 records.append(record)
                 folder_progress.finish_image()

@@ -249,3 +249,22 @@ def test_references_put_scores_into_the_manifest(capsys, tmp_path):
     assert records["one.png"]["input_psnr"] < 30 and "psnr" in records["one.png"]
     assert "psnr" not in records["two.png"] and records["two.png"]["status"] == "done"
     assert json.loads((output / "one.png.json").read_text())["reference"].endswith("one.png")
+
+
+def test_parallel_fits_give_each_image_its_single_fit_result(capsys, folder, tmp_path):
+    # one net per image, fitted side by side; oneDNN's grouped kernels sum in another order, and Adam's first
+    # steps amplify that (see tests/test_parallel.py), so images agree closely rather than bit for bit
+    run(capsys, "batch", folder, tmp_path / "one", "-r", *FAST)
+    code, out, err = run(capsys, "batch", folder, tmp_path / "three", "-r", "--parallel", "3", *FAST)
+    assert code == 1 and "3 done, 0 skipped, 1 failed" in out, err
+    for name in ("a.png", "b.png", "nested/c.png"):
+        one = np.asarray(Image.open(tmp_path / "one" / name), dtype=float)
+        three = np.asarray(Image.open(tmp_path / "three" / name), dtype=float)
+        assert np.abs(one - three).mean() < 2.0  # in 8-bit levels
+    records = _records(tmp_path / "three")
+    assert records["broken.png"]["status"] == "failed"
+
+
+def test_parallel_and_snapshots_do_not_go_together(capsys, folder, tmp_path):
+    code, _, err = run(capsys, "batch", folder, tmp_path / "o", "--parallel", "2", "--snapshots", "log:2", *FAST)
+    assert code == 2 and "--parallel" in err
