@@ -15,6 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import dip  # first: it sets the OpenMP wait policy, which only takes effect before torch loads
+
+# isort: split
 import numpy as np
 import torch
 

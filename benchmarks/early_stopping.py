@@ -34,11 +34,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import dip  # first: it sets the OpenMP wait policy, which only takes effect before torch loads
+
+# isort: split
 import numpy as np
 import torch
 from PIL import Image
 
-import dip
 from dip import degradations
 from dip.config import Loss, StopConfig, Task, resolve_preset
 from dip.degradations import Observation

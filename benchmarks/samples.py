@@ -14,11 +14,13 @@ import platform
 import sys
 from pathlib import Path
 
+import dip  # first: it sets the OpenMP wait policy, which only takes effect before torch loads
+
+# isort: split
 import numpy as np
 import torch
 from PIL import Image
 
-import dip
 from dip.degradations import add_gaussian_noise
 from dip.io import Picture, read_image
 

@@ -17,6 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import dip  # noqa: F401  (first: it sets the OpenMP wait policy, which only takes effect before torch loads)
+
+# isort: split
 import torch
 
 from dip.api import restore

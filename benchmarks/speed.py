@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import dip  # noqa: F401  (first: it sets the OpenMP wait policy, which only takes effect before torch loads)
+
 VARIANT_FIELDS = {
     "plain": {},
     "channels_last": {"channels_last": True},
