@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
@@ -60,6 +61,7 @@ class Restoration:
     reference_history: list[dict] = field(default_factory=list, repr=False)  # ReferenceTracker.history
     snapshots: list[Snapshot] = field(default_factory=list, repr=False)
     snapshot_dir: Path | None = None
+    restarts: list[Restoration] = field(default_factory=list, repr=False)  # the fits averaged, when several
 
     def record(self) -> dict:
         """Everything needed to reproduce and judge the run, as plain JSON-able values."""
@@ -83,12 +85,27 @@ class Restoration:
             "versions": {"dip": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "threads": torch.get_num_threads(),
             **({"snapshot_dir": str(self.snapshot_dir)} if self.snapshot_dir is not None else {}),
+            **({"restarts": [_restart_record(r) for r in self.restarts]} if self.restarts else {}),
         }
 
     def psnr_curve(self) -> list[tuple[int, float]]:
         """(iteration, PSNR) of the kind of image the run returns, from the reference tracking; [] without one."""
         key = "psnr_average" if self.preset.fit.average is not None else "psnr"
         return [(entry["iteration"], entry[key]) for entry in self.reference_history if key in entry]
+
+
+def _restart_record(restart: Restoration) -> dict:
+    keys = ("seed", "best_iteration", "stopped_at", "stop_reason", "seconds", "psnr", "ssim", "peak_psnr")
+    record = restart.record()
+    return {key: record[key] for key in keys if key in record}
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of the k-th restart: the run's own seed for the first, so one restart is the plain run; the
+    others derived by hashing, so that runs with neighbouring seeds do not share restarts."""
+    if restart == 0:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}/restart/{restart}".encode()).digest()[:4], "little") & 0x7FFF_FFFF
 
 
 def _all_of(observers: list[Callable[[Step], None]]) -> Callable[[Step], None] | None:
@@ -141,6 +158,7 @@ def restore(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 0,
     resume: bool = False,
+    restarts: int = 1,
 ) -> Restoration:
     """Restores one image. ``mask`` is a bool array (H, W) or an image file, True/white = known pixel.
 
@@ -154,7 +172,39 @@ def restore(
     best image so far. With a ``checkpoint`` path, the whole state of the run is saved there every
     ``checkpoint_every`` steps and when interrupted; ``resume=True`` continues from it (it must have been made
     with the same image, mask, settings and seed) and on the CPU gives the uninterrupted run's result exactly.
+
+    ``restarts`` K > 1 fits K nets from different seeds (see ``restart_seed``), each with its own automatic stop,
+    and returns the mean of their images (the paper's "2 restarts" averaging); not with snapshots or checkpoints.
     """
+    if restarts != 1:
+        if restarts < 1:
+            raise UsageError(f"restarts must be at least 1, not {restarts}")
+        if snapshots is not None or checkpoint is not None or resume:
+            raise UsageError("restarts average several fits: they do not go with snapshots or checkpoints")
+        runs = [
+            restore(
+                image,
+                task=task,
+                mask=mask,
+                mask_invert=mask_invert,
+                preset=preset,
+                iterations=iterations,
+                lr=lr,
+                loss=loss,
+                stop=stop,
+                window=window,
+                patience=patience,
+                seed=restart_seed(seed, k),
+                device=device,
+                reference=reference,
+                track_every=track_every,
+                observe=observe,
+                interrupt=interrupt,
+            )  # fmt: skip
+            for k in range(restarts)
+            if k == 0 or interrupt is None or not interrupt.is_set()
+        ]
+        return _averaged(runs, seed, reference)
     source = image.path if isinstance(image, Picture) else Path(image)
     task = choose_task(task, has_mask=mask is not None, source=source)
     device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -255,6 +305,35 @@ def restore(
         snapshots=kept,
         snapshot_dir=None if recorder is None else Path(snapshot_dir),
     )
+
+
+def _averaged(runs: list[Restoration], seed: int, reference) -> Restoration:
+    """One Restoration whose image is the mean of the runs' images; the runs are kept in ``restarts``."""
+    first = runs[0]
+    interrupted = any(run.result.stop_reason == "interrupted" for run in runs)
+    image = torch.stack([run.result.image for run in runs]).mean(dim=0)
+    result = dataclasses.replace(
+        first.result,
+        image=image,
+        returned=f"mean of {len(runs)} restarts: " + "; ".join(run.result.returned for run in runs),
+        seconds=sum(run.result.seconds for run in runs),
+        stop_reason="interrupted" if interrupted else first.result.stop_reason,
+        rollbacks=sum(run.result.rollbacks for run in runs),
+    )
+    picture = first.picture.with_pixels(image)
+    metrics = {}
+    if first.metrics:
+        clean = _load(reference).pixels
+        metrics = {
+            "psnr": psnr(image, clean),
+            "ssim": ssim(image, clean),
+            "input_psnr": first.metrics["input_psnr"],
+            "input_ssim": first.metrics["input_ssim"],
+            # the best single fit's peak: what one restart could have given with a clean image to pick by
+            "peak_psnr": max(run.metrics["peak_psnr"] for run in runs),
+            "peak_iteration": max(runs, key=lambda run: run.metrics["peak_psnr"]).metrics["peak_iteration"],
+        }
+    return dataclasses.replace(first, picture=picture, result=result, seed=seed, metrics=metrics, restarts=runs)
 
 
 def _prepare(image, mask, mask_invert: bool, reference):

@@ -121,6 +121,9 @@ SnapshotsOption = Annotated[
         "with a contact sheet and curves."
     ),
 ]
+RestartsOption = Annotated[
+    int, typer.Option(help="Fit K nets from different seeds, each stopped on its own, and average their images.")
+]
 AnimateOption = Annotated[bool, typer.Option("--animate", help="Also write the snapshots as an animated GIF.")]
 
 
@@ -217,6 +220,7 @@ def restore(
     report: Annotated[
         bool, typer.Option("--report", help="Write <output stem>.report.html: sheet, curves, settings, metrics.")
     ] = False,
+    restarts: RestartsOption = 1,
     checkpoint_every: Annotated[
         int | None,
         typer.Option(help="Save the whole state of the fit to <output>.ckpt every N steps (and on interrupt)."),
@@ -239,6 +243,10 @@ def restore(
     _check_fit_options(iters, lr, loss, stop, window, patience)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise UsageError(f"--checkpoint-every must be at least 1, not {checkpoint_every}")
+    if restarts < 1:
+        raise UsageError(f"--restarts must be at least 1, not {restarts}")
+    if restarts > 1 and (snapshots or zoom or animate or report or checkpoint_every or resume):
+        raise UsageError("--restarts averages several fits; it does not go with snapshots, reports or checkpoints")
     output = output if output is not None else input.with_name(f"{input.stem}.restored.png")
     checkpoint = output.with_name(output.name + ".ckpt")
     if resume and not checkpoint.is_file():
@@ -304,6 +312,7 @@ def restore(
             checkpoint=checkpoint if checkpoint_every or resume else None,
             checkpoint_every=checkpoint_every or 0,
             resume=resume,
+            restarts=restarts,
         )
         record = _write_restoration(
             restoration, picture, input, output, mask, reference, snapshots, zoom_box, animate, report
@@ -487,6 +496,7 @@ def batch(
     device: DeviceOption = "auto",
     snapshots: SnapshotsOption = None,
     animate: AnimateOption = False,
+    restarts: RestartsOption = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images that are already done.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first image that fails.")] = False,
     parallel: Annotated[
@@ -525,6 +535,10 @@ def batch(
         raise UsageError(f"--parallel must be at least 1, not {parallel}")
     if parallel > 1 and snapshots is not None:
         raise UsageError("--snapshots works one image at a time; drop --parallel or --snapshots")
+    if restarts < 1:
+        raise UsageError(f"--restarts must be at least 1, not {restarts}")
+    if restarts > 1 and (parallel > 1 or snapshots is not None):
+        raise UsageError("--restarts goes with neither --parallel nor --snapshots")
     _check_output(output_dir / "manifest.png", [], overwrite=True)  # the folder can be made and written to
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -592,6 +606,7 @@ def batch(
             snapshots=snapshots,
             snapshot_dir=snapshot_dir,
             interrupt=signals.event,
+            restarts=restarts,
         )
         return write_one(job, restoration)
 
