@@ -51,7 +51,8 @@ def test_version_and_help_answer_without_importing_torch():
         "import sys; from dip.cli import main\ntry: main(sys.argv[1:])\nexcept SystemExit: pass\n"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
-    for args in (["--version"], ["--help"], ["restore", "--help"], ["degrade", "--help"]):
+    commands = ("restore", "degrade", "batch", "compare")
+    for args in (["--version"], ["--help"], *([command, "--help"] for command in commands)):
         done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert done.stdout
