@@ -67,11 +67,14 @@ def discover(
     mask_suffix: str | None = None,
     references_dir: Path | None = None,
     seed: int = 0,
+    masks_required: bool = True,
 ) -> Discovery:
     """The sorted jobs of a folder. With ``masks_dir`` each input's mask is the file of the same relative path and
     stem there (any image format); with ``mask_suffix`` it is ``<stem><suffix>.<ext>`` beside the input, and such
-    files are masks, not inputs. A missing mask is that image's problem, not the run's. ``references_dir`` pairs
-    clean images the same way as ``masks_dir``; an image without one is restored and simply not scored."""
+    files are masks, not inputs. A missing mask is that image's problem, not the run's — unless not
+    ``masks_required`` (a folder of mixed work: images without a mask are then restored by their own task).
+    ``references_dir`` pairs clean images the same way as ``masks_dir``; an image without one is restored and
+    simply not scored."""
     if not input_dir.is_dir():
         raise UsageError(f"input folder '{input_dir}' does not exist or is not a folder")
     if masks_dir is not None and not masks_dir.is_dir():
@@ -100,10 +103,12 @@ def discover(
         mask, problem = None, None
         if masks_dir is not None:
             mask = _find_image(masks_dir / rel.parent, rel.stem, prefer=path.suffix)
-            problem = None if mask else f"no mask for it in '{masks_dir / rel.parent}' (looked for {rel.stem}.*)"
+            if mask is None and masks_required:
+                problem = f"no mask for it in '{masks_dir / rel.parent}' (looked for {rel.stem}.*)"
         elif mask_suffix is not None:
             mask = _find_image(path.parent, path.stem + mask_suffix, prefer=path.suffix)
-            problem = None if mask else f"no mask beside it (looked for {path.stem}{mask_suffix}.*)"
+            if mask is None and masks_required:
+                problem = f"no mask beside it (looked for {path.stem}{mask_suffix}.*)"
         if output in claimed:
             problem = f"its output '{output.name}' is also the output of '{claimed[output].as_posix()}'; rename one"
         claimed.setdefault(output, rel)

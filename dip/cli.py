@@ -563,6 +563,8 @@ def batch(
         mask_suffix=mask_suffix,
         references_dir=references,
         seed=seed,
+        # with --task auto a folder may mix work: an image without a mask is restored by its own task
+        masks_required=task == "inpaint",
     )
     if verbose:
         for path in found.ignored:
@@ -573,7 +575,7 @@ def batch(
     chosen_device = resolve_device(_device_for(device, shard))
     settings = dict(iterations=iters, lr=lr, loss=loss, stop=stop, window=window, patience=patience)
     # Checked once for the whole folder rather than failing every image the same way.
-    for job_task in {choose_task(task, has_mask=job.mask is not None, source=job.source) for job in jobs}:
+    for job_task in {choose_task(task, has_mask=j.mask is not None, source=j.source) for j in jobs if not j.problem}:
         chosen = with_overrides(resolve_preset(preset, job_task, chosen_device.type), **settings)
         if snapshots is not None:
             parse_schedule(snapshots, chosen.fit.iterations)

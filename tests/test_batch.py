@@ -138,11 +138,18 @@ def test_masks_pair_by_suffix_and_by_folder(capsys, tmp_path):
     _save(inputs / "one_mask.png", known)
     _save(inputs / "two.png", _noisy(1))  # its mask is missing
     output = tmp_path / "out"
-    code, _, _ = run(capsys, "batch", inputs, output, "--mask-suffix", "_mask", *FAST)
+    code, _, _ = run(capsys, "batch", inputs, output, "--mask-suffix", "_mask", "--task", "inpaint", *FAST)
     records = _records(output)
     assert code == 1 and set(records) == {"one.png", "two.png"}  # the mask is not an input
     assert records["one.png"]["task"] == "inpaint"
     assert records["two.png"]["status"] == "failed" and "no mask" in records["two.png"]["error"]
+
+    # with --task auto the folder may mix work: the image without a mask is denoised
+    shutil.rmtree(output)
+    code, _, err = run(capsys, "batch", inputs, output, "--mask-suffix", "_mask", *FAST)
+    records = _records(output)
+    assert code == 0, err
+    assert records["one.png"]["task"] == "inpaint" and records["two.png"]["task"] == "denoise"
 
     masks = tmp_path / "masks"
     _save(masks / "one.png", known)
