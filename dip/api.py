@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import platform
 import threading
 from collections.abc import Callable
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .checkpoint import fingerprint_of, load_checkpoint, save_checkpoint  # save_checkpoint: patched by a benchmark
 from .config import Loss, Preset, Task, resolve_preset, with_overrides
 from .degradations import Observation
 from .device import resolve_device
@@ -247,7 +247,7 @@ def restore(
         observers.append(recorder)
     channels, height, width = y.shape[-3:]
     check_fits(chosen, task, device, height, width, channels)
-    fingerprint = _fingerprint(y, mask_tensor, chosen, seed, snapshots)
+    fingerprint = fingerprint_of(y, mask_tensor, chosen, seed, snapshots)
     saved = None
     if resume:
         saved = load_checkpoint(checkpoint, fingerprint)
@@ -440,49 +440,6 @@ def restore_parallel(
         )
         for (picture, _, _, reference), result, seed, tracker in zip(prepared, results, seeds, trackers, strict=True)
     ]
-
-
-CHECKPOINT_FORMAT = "dip-checkpoint/1"
-
-
-def _fingerprint(y: torch.Tensor, mask: torch.Tensor | None, preset: Preset, seed: int, snapshots: str | None) -> dict:
-    """What a checkpoint must share with the run that resumes it, as plain values."""
-
-    def digest(tensor: torch.Tensor | None) -> str | None:
-        return None if tensor is None else hashlib.sha256(tensor.numpy().tobytes()).hexdigest()
-
-    # The cap is left out: running a resumed fit further (or less far) does not change the steps already taken.
-    fit_settings = {k: v for k, v in asdict(preset.fit).items() if k != "iterations"}
-    stop_settings = {k: v for k, v in asdict(preset.stop).items() if k != "cap"}
-    settings = json.loads(to_json({"net": asdict(preset.net), "fit": fit_settings, "stop": stop_settings}))
-    return {"image": digest(y), "mask": digest(mask), "settings": settings, "seed": seed, "snapshots": snapshots}
-
-
-def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """Written whole or not at all: a kill during the save leaves the previous checkpoint."""
-    from .io import atomic_output
-
-    with atomic_output(path) as temporary:
-        torch.save({"format": CHECKPOINT_FORMAT, **payload}, temporary)
-
-
-def load_checkpoint(path: str | Path | None, fingerprint: dict) -> dict:
-    if path is None or not Path(path).is_file():
-        raise UsageError(f"nothing to resume: no checkpoint at '{path}' (make one with --checkpoint-every N)")
-    try:
-        # weights_only: a checkpoint is data; unpickling arbitrary objects from a file is never needed here
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged file; all mean the same to the user
-        raise InputError(f"cannot read checkpoint '{path}': {str(error).splitlines()[0]}") from None
-    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"'{path}' is not a dip checkpoint")
-    differences = [key for key in fingerprint if saved["fingerprint"].get(key) != fingerprint[key]]
-    if differences:
-        raise UsageError(
-            f"checkpoint '{path}' belongs to another run (different {', '.join(differences)}); "
-            "resume with the same image, mask, options and seed"
-        )
-    return saved
 
 
 def _write_snapshot_manifest(
