@@ -99,6 +99,32 @@ def run_one(case: dict) -> dict:
     }
 
 
+def _measure(preset: str, size: int, variant: str, policy: str | None, args) -> dict:
+    """One case in a fresh process (compile caches and peak memory are its own; the wait policy is read by the
+    OpenMP runtime when torch loads, so it can only be chosen per process)."""
+    import os
+
+    case = {
+        "preset": preset,
+        "size": size,
+        "variant": variant,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "device": args.device,
+        "threads": args.threads,
+        "wait_policy": policy or os.environ.get("OMP_WAIT_POLICY", "PASSIVE (dip's default)"),
+    }
+    environment = dict(os.environ)
+    if policy is not None:
+        environment["OMP_WAIT_POLICY"] = policy
+    done = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps(case)], capture_output=True, text=True, env=environment
+    )
+    if done.returncode != 0:
+        return {**case, "error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="paper,light")
@@ -108,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int)
+    parser.add_argument(
+        "--wait-policies",
+        default="",
+        help="comma-separated OpenMP wait policies to compare (passive,active); default: the tool's own (passive)",
+    )
+    parser.add_argument(
+        "--busy", action="store_true", help="keep one core busy with another process, as on a shared machine"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case (JSON) and print its result
     args = parser.parse_args(argv)
@@ -122,40 +156,37 @@ def main(argv: list[str] | None = None) -> int:
         args.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
     rows = []
-    print(f"{'preset':<7} {'size':>5} {'variant':<22} {'s/step':>8} {'spread':>7} {'steps/s':>8} {'x plain':>7} "
-          f"{'MiB':>7}")  # fmt: skip
-    for preset in args.presets.split(","):
-        for size in (int(s) for s in args.sizes.split(",")):
-            plain = None
-            for variant in args.variants.split(","):
-                case = {
-                    "preset": preset,
-                    "size": size,
-                    "variant": variant,
-                    "steps": args.steps,
-                    "warmup": args.warmup,
-                    "device": args.device,
-                    "threads": args.threads,
-                }
-                done = subprocess.run(
-                    [sys.executable, __file__, "--one", json.dumps(case)], capture_output=True, text=True
-                )
-                if done.returncode != 0:
-                    reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                    print(f"{preset:<7} {size:>5} {variant:<22} failed: {reason[:80]}")
-                    rows.append({**case, "error": reason})
-                    continue
-                row = json.loads(done.stdout.strip().splitlines()[-1])
-                if variant == "plain":
-                    plain = row["steps_per_second"]
-                row["ratio"] = row["steps_per_second"] / plain if plain else None
-                rows.append(row)
-                ratio = f"{row['ratio']:.2f}" if row["ratio"] else "-"
-                print(
-                    f"{preset:<7} {size:>5} {variant:<22} {row['seconds_per_step']:>8.3f} {row['spread']:>7.3f} "
-                    f"{row['steps_per_second']:>8.2f} {ratio:>7} {row['peak_memory_mib']:>7.0f}",
-                    flush=True,
-                )
+    print(f"{'preset':<7} {'size':>5} {'variant':<22} {'policy':<8} {'s/step':>8} {'spread':>7} {'steps/s':>8} "
+          f"{'x plain':>7} {'MiB':>7}")  # fmt: skip
+    policies = [p.strip().upper() for p in args.wait_policies.split(",") if p.strip()] or [None]
+    burner = None
+    if args.busy:
+        # another program using one core, as on a laptop that is doing something else
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for preset in args.presets.split(","):
+            for size in (int(s) for s in args.sizes.split(",")):
+                plain = None
+                for policy in policies:
+                    for variant in args.variants.split(","):
+                        row = _measure(preset, size, variant, policy, args)
+                        rows.append(row)
+                        if "error" in row:
+                            print(f"{preset:<7} {size:>5} {variant:<22} failed: {row['error'][:80]}")
+                            continue
+                        if plain is None and variant == "plain":
+                            plain = row["steps_per_second"]
+                        row["ratio"] = row["steps_per_second"] / plain if plain else None
+                        ratio = f"{row['ratio']:.2f}" if row["ratio"] else "-"
+                        print(
+                            f"{preset:<7} {size:>5} {variant:<22} {policy or 'tool':<8} "
+                            f"{row['seconds_per_step']:>8.3f} {row['spread']:>7.3f} {row['steps_per_second']:>8.2f} "
+                            f"{ratio:>7} {row['peak_memory_mib']:>7.0f}",
+                            flush=True,
+                        )
+    finally:
+        if burner is not None:
+            burner.kill()
     first = next((r for r in rows if "error" not in r), {})
     machine = {
         "device": first.get("device_name"),
@@ -164,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "steps": args.steps,
         "warmup": args.warmup,
+        "busy": args.busy,
     }
     print(f"# {machine}")
     if args.json:
