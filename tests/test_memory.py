@@ -21,7 +21,7 @@ def test_estimate_grows_with_the_image_and_the_net():
     # activations scale with the pixels (4x, a little less as padding weighs less), parameters not at all
     assert 3.5 < large.activations / small.activations <= 4
     assert large.parameters == small.parameters
-    assert estimate(light, 256, 256, 3).total < large.total / 2
+    assert estimate(light, 256, 256, 3).activations < large.activations / 2
     # the windowed detector keeps W iterates; the exponential one two moments
     emv = estimate(paper.__class__(**{**paper.__dict__, "stop": paper.stop.__class__(rule="emv")}), 256, 256, 3)
     assert emv.detector < large.detector / 10
