@@ -192,14 +192,14 @@ LIGHT_STOP = StopConfig(cap=2000, window=200, patience=500, warmup=300)
 # 256 px sample in minutes; issue #7 replaces the choice with one measured by the early-stopping benchmark.
 LIGHT_DENOISE = Preset(
     "light-denoise",
-    "CPU: 5 scales x 32 ch, 4 skip ch, 16-ch input, 1200 steps, output averaging",
+    "CPU: 5 scales x 32 ch, 4 skip ch, 16-ch input, 1200 steps (--stop off), output averaging",
     NetConfig(scales=5, channels_down=32, channels_up=32, channels_skip=4, input_depth=16),
     FitConfig(iterations=1200, lr=0.01, reg_noise_std=1 / 30, average=0.99),
     LIGHT_STOP,
 )
 LIGHT_JPEG = Preset(
     "light-jpeg",
-    "CPU: the paper's JPEG net is already narrow at full resolution; 8->64 ch, 1200 steps, output averaging",
+    "CPU: the paper's JPEG net, narrower (8->64 ch), 1200 steps (--stop off), output averaging",
     NetConfig(
         scales=5,
         channels_down=(8, 16, 32, 64, 64),
@@ -212,7 +212,7 @@ LIGHT_JPEG = Preset(
 )
 LIGHT_INPAINT = Preset(
     "light-inpaint",
-    "CPU: 5 scales x 32 ch with 32 skip ch, nearest upsampling, 2000 steps, output averaging",
+    "CPU: 5 scales x 32 ch with 32 skip ch, nearest upsampling, 2000 steps (--stop off), output averaging",
     NetConfig(scales=5, channels_down=32, channels_up=32, channels_skip=32, upsample="nearest", input_depth=16),
     # Unlike the paper's inpainting, with output averaging: it returned the better image in 5 of the 6
     # inpainting cases of benchmarks/early_stopping.py (64 px, light nets; see README).
