@@ -36,3 +36,13 @@ def small_image(size: int = 48, *, gray: bool = False) -> np.ndarray:
 @pytest.fixture
 def clean48() -> np.ndarray:
     return small_image(48)
+
+
+def run(capsys, *args: object) -> tuple[int, str, str]:
+    """The `dip` command as a user runs it, in-process: (exit code, stdout, stderr)."""
+    from dip.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err

@@ -13,19 +13,11 @@ from PIL import Image
 
 import dip.cli
 from dip.batch import Job, Shard, discover, image_seed, merge_manifests, read_manifest, run_jobs
-from dip.cli import main
 from dip.errors import UsageError
 
-from conftest import small_image
+from conftest import run, small_image
 
 FAST = ("--preset", "light", "--iters", "3", "--stop", "off", "--quiet")
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def _save(path: Path, pixels: np.ndarray) -> Path:

@@ -10,16 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dip.cli import main
-
-from conftest import small_image
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+from conftest import run, small_image
 
 
 def _save(path: Path, pixels: np.ndarray) -> Path:

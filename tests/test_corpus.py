@@ -25,21 +25,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dip.cli import main
 from dip.errors import MaskError
 from dip.io import read_image, read_mask
 
-from conftest import small_image
+from conftest import run, small_image
 
 USAGE, FAILURE = 2, 1
 FAST = ("--preset", "light", "--stop", "off", "--quiet")  # with --iters 3: well under a second at 32 px
-
-
-def run(capsys, *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture(autouse=True)

@@ -12,20 +12,12 @@ import torch
 from PIL import Image
 
 from dip.api import restore
-from dip.cli import main
 from dip.errors import UsageError
 from dip.io import read_image
 from dip.snapshots import SnapshotRecorder, log_spaced, parse_schedule
 from dip.visuals import sheet_layout
 
-from conftest import small_image
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+from conftest import run, small_image
 
 
 def _save(path: Path, pixels: np.ndarray) -> Path:
