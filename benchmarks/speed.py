@@ -3,14 +3,16 @@
     python benchmarks/speed.py [--presets paper,light] [--sizes 128,256,512] [--variants plain,channels_last,compile]
                                [--steps 20] [--warmup 5] [--device auto] [--threads N] [--json out.json]
 
-Variants (FitConfig fields; the maths are the same, see tests/test_fit.py): ``plain`` (fp32, eager, NCHW),
-``channels_last``, ``compile`` (torch.compile), ``bf16`` (autocast of the forward), and combinations joined
-with ``+`` (``compile+channels_last``). Each case runs in a fresh process, so that compile caches and peak
-memory belong to it alone. A step is what a real run does per iteration: jitter, forward, masked loss, backward,
-Adam, output average and the windowed-variance detector. Reported: median seconds per step over ``--steps``
-timed steps after ``--warmup`` untimed ones (compilation happens there), the spread (interquartile range),
-steps/s, the ratio to ``plain`` at the same preset and size, and peak memory (CUDA: allocated; CPU: the
-process's peak resident size).
+Variants (FitConfig fields; the maths are the same, see tests/test_fit.py): ``plain`` (fp32, eager, NCHW, the
+loss read on the host after every step), ``channels_last``, ``compile`` (torch.compile), ``bf16`` (autocast of
+the forward), ``sync`` (the losses read in blocks of FitConfig.sync_every's device default: 1 on the CPU, so it
+changes nothing there), and combinations joined with ``+`` (``compile+channels_last+sync``). Each case runs in
+a fresh process, so that compile caches and peak memory belong to it alone. A step is what a real run does per
+iteration: jitter, forward, masked loss, backward, Adam, output average and the windowed-variance detector.
+Reported: median seconds per step over ``--steps`` timed steps after ``--warmup`` untimed ones (compilation
+happens there; with ``sync`` a step's time is its block's mean, as its steps reach the host together), the
+spread (interquartile range), steps/s, the ratio to ``plain`` at the same preset and size, and peak memory
+(CUDA: allocated; CPU: the process's peak resident size).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import dip  # noqa: F401  (first: it sets the OpenMP wait policy, which only tak
 
 VARIANT_FIELDS = {
     "plain": {},
+    "sync": {"sync_every": 0},
     "channels_last": {"channels_last": True},
     "compile": {"compile": True},
     "bf16": {"precision": "bf16"},
@@ -35,7 +38,7 @@ VARIANT_FIELDS = {
 
 
 def variant_settings(name: str) -> dict:
-    settings = {}
+    settings = {"sync_every": 1}  # the host waits for every step unless the variant says "sync"
     for part in name.split("+"):
         if part not in VARIANT_FIELDS:
             raise SystemExit(f"unknown variant {part!r}; choose from {', '.join(VARIANT_FIELDS)} (join with +)")
@@ -75,12 +78,17 @@ def run_one(case: dict) -> dict:
     for step in iterate(observation, net, z, fit_cfg, generator=torch.Generator(device=device).manual_seed(1)):
         if detector is not None:
             detector.update(step)
-        # loss.item() inside the step already waits for the device, so the clock sees the whole step
+        # Steps reach the host when their loss is read, in blocks of `block` (FitConfig.sync_every); the read
+        # waits for the device, so the clock sees whole blocks, and a step's time is its block's share.
         tock = time.perf_counter()
         times.append(tock - tick)
         losses.append(step.loss)
         tick = tock
-    timed = times[case["warmup"] :]
+    block = fit_cfg.sync_interval(device.type)
+    chunks = [times[i : i + block] for i in range(0, len(times), block) if i >= case["warmup"]]
+    timed = [sum(chunk) / len(chunk) for chunk in chunks]
+    if not timed:
+        raise SystemExit(f"--warmup + --steps must go past the first block of {block} steps (the sync variant)")
     quartiles = statistics.quantiles(timed, n=4) if len(timed) > 1 else [timed[0]] * 3
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)

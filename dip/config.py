@@ -73,6 +73,9 @@ class NetConfig:
 
 
 PRECISIONS = ("fp32", "bf16")
+# Steps between host reads of the loss on a GPU (FitConfig.sync_every = 0): enough to keep the device busy while
+# the host queues; each step of a block keeps its iterate and average until the read, so memory grows with it.
+DEVICE_SYNC_EVERY = 16
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,11 @@ class FitConfig:
     precision: str = "fp32"  # or "bf16": autocast of the net's forward; the loss and the optimiser stay fp32
     channels_last: bool = False  # NHWC memory layout for the net and its input
     compile: bool = False  # torch.compile the net's forward
+    # Steps between reads of the loss on the host. Each read waits for the device to finish, so a GPU idles while
+    # the host queues the next step; reading k losses at once lets k steps queue back to back. 0 = by device: 1 on
+    # the CPU (a read costs nothing there), DEVICE_SYNC_EVERY elsewhere. Results are the same for every value
+    # unless the divergence guard rolls back (the steps after the bad one in its block are then thrown away).
+    sync_every: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -111,6 +119,13 @@ class FitConfig:
             raise UsageError(f"average must be in (0, 1) or None, not {self.average}")
         if self.jump_factor <= 1 or self.max_rollbacks < 0 or self.guard_every < 1:
             raise UsageError("jump_factor must be > 1, max_rollbacks >= 0, guard_every >= 1")
+        if self.sync_every < 0:
+            raise UsageError(f"sync_every must be >= 0 (0 = by device), not {self.sync_every}")
+
+    def sync_interval(self, device_type: str) -> int:
+        if self.sync_every:
+            return self.sync_every
+        return 1 if device_type == "cpu" else DEVICE_SYNC_EVERY
 
 
 STOP_RULES = ("auto", "wmv", "emv", "off")

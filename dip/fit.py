@@ -39,18 +39,26 @@ class _Guard:
     """Keeps a recent healthy copy of the weights and optimiser state, and puts it back when the loss explodes.
 
     The paper's reference code backtracks only when it can read a PSNR and copies the weights in a way that
-    does nothing on the CPU; this works from the loss alone, on any device.
+    does nothing on the CPU; this works from the loss alone, on any device. The losses are judged only when the
+    host reads them, possibly several steps later, so a copy is taken before its step's update (``stage``) and
+    kept as the healthy one only once that step's loss has been judged healthy (``accept``).
     """
 
     def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: FitConfig) -> None:
         self.net, self.optimizer, self.cfg = net, optimizer, cfg
         self.loss_average: float | None = None
         self.rollbacks = 0
-        self._save()
+        self._staged: dict[int, tuple[dict, dict]] = {}  # copies awaiting their loss's verdict, by iteration
+        self._weights, self._optimizer_state = self._copy()
 
-    def _save(self) -> None:
-        self._weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        self._optimizer_state = copy.deepcopy(self.optimizer.state_dict())
+    def _copy(self) -> tuple[dict, dict]:
+        weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        return weights, copy.deepcopy(self.optimizer.state_dict())
+
+    def stage(self, iteration: int) -> None:
+        """Called before the update of ``iteration``: copies the state when a copy is due."""
+        if iteration % self.cfg.guard_every == 0:
+            self._staged[iteration] = self._copy()
 
     def healthy(self, iteration: int, loss: float) -> bool:
         if not math.isfinite(loss):
@@ -65,8 +73,8 @@ class _Guard:
 
     def accept(self, iteration: int, loss: float) -> None:
         self.loss_average = loss if self.loss_average is None else 0.9 * self.loss_average + 0.1 * loss
-        if iteration % self.cfg.guard_every == 0:
-            self._save()
+        if iteration in self._staged:
+            self._weights, self._optimizer_state = self._staged.pop(iteration)
 
     def state_dict(self) -> dict:
         return {
@@ -79,9 +87,11 @@ class _Guard:
     def load_state_dict(self, state: dict) -> None:
         self._weights, self._optimizer_state = state["weights"], state["optimizer"]
         self.loss_average, self.rollbacks = state["loss_average"], state["rollbacks"]
+        self._staged.clear()
 
     def roll_back(self) -> float:
         self.rollbacks += 1
+        self._staged.clear()
         if self.rollbacks > self.cfg.max_rollbacks:
             raise Diverged(f"the loss diverged {self.rollbacks} times despite halving the learning rate")
         lr = self.optimizer.param_groups[0]["lr"] / 2
@@ -171,29 +181,43 @@ def iterate(
     forward = _forward(net, z, cfg)
     if cfg.channels_last:
         z = z.contiguous(memory_format=torch.channels_last)
-    for iteration in range(session.iteration + 1, cfg.iterations + 1):
-        session.iteration = iteration
-        net_input = z
-        if cfg.reg_noise_std > 0:
-            # drawn in z's shape whatever the memory layout, so that every variant sees the same noise
-            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-            net_input = z + cfg.reg_noise_std * noise
-        optimizer.zero_grad(set_to_none=True)
-        x = crop_to(forward(net_input), height, width).float().contiguous()
-        loss = observation.loss(x, cfg.loss)
-        loss_value = loss.item()
-        if not guard.healthy(iteration, loss_value):
-            guard.roll_back()
-            continue
-        # Before the update: the state saved is the one just seen to give a healthy loss.
-        guard.accept(iteration, loss_value)
-        loss.backward()
-        optimizer.step()
-        x = x.detach()
-        if cfg.average is not None:
-            average = session.average
-            session.average = x if average is None else average * cfg.average + x * (1 - cfg.average)
-        yield Step(iteration, loss_value, x, session.average, optimizer.param_groups[0]["lr"], guard.rollbacks)
+    block_size = cfg.sync_interval(z.device.type)
+    while session.iteration < cfg.iterations:
+        # Up to block_size steps are queued without the host waiting for any of them; session.iteration always
+        # names the step the weights have reached, so a checkpoint taken at the end of a block is whole.
+        average_before = session.average
+        block: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None, float]] = []
+        while len(block) < block_size and session.iteration < cfg.iterations:
+            iteration = session.iteration = session.iteration + 1
+            net_input = z
+            if cfg.reg_noise_std > 0:
+                # drawn in z's shape whatever the memory layout, so that every variant sees the same noise
+                noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+                net_input = z + cfg.reg_noise_std * noise
+            optimizer.zero_grad(set_to_none=True)
+            x = crop_to(forward(net_input), height, width).float().contiguous()
+            loss = observation.loss(x, cfg.loss)
+            guard.stage(iteration)  # before the update: the state that gave this loss
+            lr = optimizer.param_groups[0]["lr"]
+            loss.backward()
+            optimizer.step()
+            x = x.detach()
+            if cfg.average is not None:
+                average = session.average
+                session.average = x if average is None else average * cfg.average + x * (1 - cfg.average)
+            block.append((iteration, loss.detach(), x, session.average, lr))
+        losses = torch.stack([entry[1] for entry in block]).tolist()  # the block's one wait for the device
+        for (iteration, _, x, average, lr), loss_value in zip(block, losses, strict=True):
+            if not guard.healthy(iteration, loss_value):
+                # This step and the ones queued after it are dropped; the next step is numbered as if they
+                # had never been queued, and the average goes on from where it was before this step.
+                guard.roll_back()
+                session.iteration = iteration
+                session.average = average_before
+                break
+            guard.accept(iteration, loss_value)
+            average_before = average
+            yield Step(iteration, loss_value, x, average, lr, guard.rollbacks)
 
 
 @dataclass
@@ -272,6 +296,7 @@ def fit(
         )
 
     reason = "cap"
+    next_checkpoint = (session.iteration // checkpoint_every + 1) * checkpoint_every if checkpoint_every else 0
     started = time.perf_counter()
     try:
         for step in iterate(observation, net, z, fit_cfg, generator=jitter, session=session):
@@ -288,13 +313,17 @@ def fit(
             if stop is not None and stop(step):
                 reason = "stopped"
                 break
-            if interrupt is not None and interrupt.is_set():
+            # The weights may be a few queued steps ahead of the step seen here (FitConfig.sync_every): a state
+            # is saved, and an interrupt honoured, only where the two agree, so that a resumed fit is exact.
+            whole = step.iteration == session.iteration
+            if interrupt is not None and interrupt.is_set() and whole:
                 reason = "interrupted"
                 if save_checkpoint is not None:
                     save_checkpoint(state(earlier_seconds + time.perf_counter() - started))
                 break
-            if save_checkpoint is not None and checkpoint_every and step.iteration % checkpoint_every == 0:
+            if save_checkpoint is not None and checkpoint_every and whole and step.iteration >= next_checkpoint:
                 save_checkpoint(state(earlier_seconds + time.perf_counter() - started))
+                next_checkpoint = (step.iteration // checkpoint_every + 1) * checkpoint_every
     except KeyboardInterrupt:
         if last is None:
             raise

@@ -57,8 +57,8 @@ def saved_activation_bytes(preset: Preset, height: int, width: int, channels: in
     return total
 
 
-def estimate(preset: Preset, height: int, width: int, channels: int) -> Estimate:
-    """Bytes a fit of ``preset`` on an image of this size needs, in float32, by part."""
+def estimate(preset: Preset, height: int, width: int, channels: int, device_type: str = "cpu") -> Estimate:
+    """Bytes a fit of ``preset`` on an image of this size needs, in float32, by part, on that kind of device."""
     with torch.device("meta"):
         parameter_count = sum(p.numel() for p in SkipNet(preset.net, preset.net.out_channels or channels).parameters())
     image = 4 * channels * height * width
@@ -67,10 +67,13 @@ def estimate(preset: Preset, height: int, width: int, channels: int) -> Estimate
     detector = {"wmv": preset.stop.window * image + 2 * image, "emv": 4 * image, "off": 0}[rule]
     return Estimate(
         activations=saved_activation_bytes(preset, height, width, channels),
-        # weights, gradients, Adam's two moments; the guard keeps weights and both moments again
-        parameters=7 * 4 * parameter_count,
-        # z and its jitter, observation and mask, iterate, average, best iterate and best average
-        images=2 * 4 * preset.net.input_depth * padded_h * padded_w + 6 * image,
+        # weights, gradients, Adam's two moments; the guard keeps weights and both moments again, and a third time
+        # while its next copy waits for the loss to be judged
+        parameters=10 * 4 * parameter_count,
+        # z and its jitter, observation and mask, iterate, average, best iterate and best average, and the iterate
+        # and average of every further step queued before the host reads the losses
+        images=2 * 4 * preset.net.input_depth * padded_h * padded_w
+        + (6 + 2 * (preset.fit.sync_interval(device_type) - 1)) * image,
         detector=detector,
     )
 
@@ -102,18 +105,19 @@ def alternatives(preset: Preset, task, device: torch.device, height: int, width:
     options = []
     light = resolve_preset("light", task, device.type)
     if light.net != preset.net:
-        options.append(f"--preset light ({_gib(estimate(light, height, width, channels).total)})")
+        options.append(f"--preset light ({_gib(estimate(light, height, width, channels, device.type).total)})")
     if preset.stop.resolved_rule == "wmv":
         emv = replace(preset, stop=replace(preset.stop, rule="emv"))
-        options.append(f"--stop emv ({_gib(estimate(emv, height, width, channels).total)})")
+        options.append(f"--stop emv ({_gib(estimate(emv, height, width, channels, device.type).total)})")
     half = max(1, height // 2), max(1, width // 2)
-    options.append(f"an image of half the size, {half[1]}x{half[0]} ({_gib(estimate(preset, *half, channels).total)})")
+    half_needs = estimate(preset, *half, channels, device.type).total
+    options.append(f"an image of half the size, {half[1]}x{half[0]} ({_gib(half_needs)})")
     return options
 
 
 def check_fits(preset: Preset, task, device: torch.device, height: int, width: int, channels: int) -> Estimate:
     """The estimate; raises DeviceError, naming smaller options, when the device clearly lacks the memory."""
-    needed = estimate(preset, height, width, channels)
+    needed = estimate(preset, height, width, channels, device.type)
     free = available_bytes(device)
     if free is not None and needed.total > free:
         raise DeviceError(out_of_memory_message(preset, task, device, height, width, channels, needed.total, free))

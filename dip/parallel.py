@@ -204,9 +204,7 @@ class _HealthRule(_Guard):
 
     def __init__(self, cfg: FitConfig) -> None:  # no net or optimizer of its own, unlike _Guard
         self.cfg, self.loss_average, self.rollbacks = cfg, None, 0
-
-    def _save(self) -> None:
-        pass
+        self._staged = {}  # never filled: the stack stages and keeps the copies
 
 
 @dataclass

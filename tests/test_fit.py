@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -92,6 +93,50 @@ def test_a_fit_that_keeps_diverging_stops_with_what_it_had(clean48, monkeypatch)
     result = fit(Observation(_tensor(clean48)), SMALL, cfg, seed=0)
     assert result.stop_reason == "diverged" and result.iterations == 8
     assert torch.isfinite(result.image).all()
+
+
+@pytest.mark.parametrize("sync_every", [4, 7])
+def test_reading_losses_in_blocks_changes_nothing(clean48, sync_every):
+    y = _tensor(add_gaussian_noise(clean48, 25, np.random.default_rng(0)))
+    every_step = fit(Observation(y), SMALL, FitConfig(iterations=15, sync_every=1), seed=3)
+    seen = []
+    blocks = fit(Observation(y), SMALL, FitConfig(iterations=15, sync_every=sync_every), seed=3, observe=seen.append)
+    assert [step.iteration for step in seen] == list(range(1, 16))  # the last block is a short one
+    assert blocks.losses == every_step.losses
+    assert torch.equal(blocks.image, every_step.image)
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_default_reads_losses_in_blocks_and_changes_nothing(clean48, monkeypatch):
+    from dip.config import DEVICE_SYNC_EVERY
+
+    assert FitConfig().sync_interval("cuda") == DEVICE_SYNC_EVERY > 1
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    y = _tensor(add_gaussian_noise(clean48, 25, np.random.default_rng(0)))
+    cfg = FitConfig(iterations=40)
+    every_step = fit(Observation(y), SMALL, replace(cfg, sync_every=1), seed=3, device="cuda")
+    blocks = fit(Observation(y), SMALL, cfg, seed=3, device="cuda")
+    assert blocks.losses == pytest.approx(every_step.losses, rel=1e-5)
+    assert torch.allclose(blocks.image, every_step.image, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad_call", [11, 13])  # first step of a block; a step after a copy staged in its block
+def test_a_blow_up_inside_a_block_rolls_back_as_when_every_loss_is_read(clean48, bad_call):
+    # Without jitter no random draw depends on the blocks, so the rolled-back run must equal the step-by-step one.
+    y = _tensor(clean48)
+    runs = []
+    for sync_every in (1, 8):
+        cfg = FitConfig(iterations=30, guard_every=5, average=0.9, reg_noise_std=0, sync_every=sync_every)
+        net = _Poisoned(build_net(SMALL, 3, seed=0), bad_calls={bad_call})
+        z = make_input(SMALL, 48, 48, generator=torch.Generator().manual_seed(0))
+        runs.append((list(iterate(Observation(y), net, z, cfg, generator=torch.Generator().manual_seed(1))), net))
+    (one_by_one, _), (blocks, net) = runs
+    assert [s.iteration for s in blocks] == [i for i in range(1, 31) if i != bad_call]
+    assert [s.loss for s in blocks] == [s.loss for s in one_by_one]
+    assert torch.equal(blocks[-1].average, one_by_one[-1].average)
+    assert blocks[-1].rollbacks == 1 and blocks[-1].lr == pytest.approx(0.005)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
 def _gain(clean, corrupted, mask=None, *, net=SMALL, iterations, average=0.99) -> float:
