@@ -254,8 +254,8 @@ def fit(
     With a ``detector`` the run ends when it fires and returns the iterate it picked (or the output average at
     that iterate, when the fit averages); without one it runs ``fit_cfg.iterations`` steps and returns the last.
     ``stop(step)`` returning True also ends the run; ``observe(step)`` sees every step. Ctrl-C, or ``interrupt``
-    being set (checked between steps, so the state stays whole), ends the run and still returns the best image
-    so far.
+    being set (checked between steps, on a GPU at the end of a block of queued steps, so that the state stays
+    whole), ends the run and still returns the best image so far.
 
     Every ``checkpoint_every`` steps, and once more when interrupted, ``save_checkpoint(state)`` receives the
     whole state of the fit (tensors on the CPU); ``resume=state`` continues from such a state, and on the CPU
