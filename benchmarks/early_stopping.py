@@ -16,7 +16,8 @@ With ``--traces FILE`` every step's loss, PSNR (raw and average) and the statist
 any warm-up / patience / cap / rule on those traces without fitting again, exactly as the detector would have
 decided (the stopping rule only reads the statistic), so settings are chosen on one set of fits:
 
-    python benchmarks/early_stopping.py --replay traces.json --rule wmv --window 100 --warmup 200 --patience 1000
+    python benchmarks/early_stopping.py --replay traces.json --rule wmv --window 100 --warmup 200 --patience 1000 \
+        --noise-floor 0.8
 
 Images: the samples' clean originals and the paper's images in ../shared/data/dip-paper (when present),
 centre-cropped to a square and resized to --size. Nothing here is a test; the library is called directly.
@@ -47,7 +48,7 @@ from dip.degradations import Observation
 from dip.fit import iterate
 from dip.metrics import psnr
 from dip.nets import build_net, make_input
-from dip.stopping import ExponentialVariance, WindowedVariance, make_detector
+from dip.stopping import LOSS_WINDOW, ExponentialVariance, WindowedVariance, make_detector, noise_variance
 
 TRACED_WINDOWS = (50, 100, 200)
 
@@ -111,13 +112,15 @@ def run_case(clean: np.ndarray, corruption: str, seed: int, args) -> dict:
     )
     overrides = {k: getattr(args, k) for k in ("patience", "window", "warmup") if getattr(args, k) is not None}
     stop_cfg = replace(preset.stop, rule=args.rule, **overrides)
+    if args.noise_floor is not None:
+        stop_cfg = replace(stop_cfg, noise_floor=args.noise_floor)
     device = torch.device(args.device)
     mask = None if known is None else torch.from_numpy(known.astype(np.float32))[None, None]
     observation = Observation(_tensor(corrupted), mask).to(device)
     reference = _tensor(clean).to(device)
     net = build_net(preset.net, clean.shape[2], seed=seed).to(device)
     z = make_input(preset.net, *clean.shape[:2], generator=torch.Generator().manual_seed(seed)).to(device)
-    detector = make_detector(stop_cfg)
+    detector = make_detector(stop_cfg, _noise(corrupted, known, task, loss))
     # Traced detectors only record their statistic: patience and warm-up are applied later, by replay().
     traced = {f"wmv{w}": WindowedVariance(w, math.inf, 0) for w in TRACED_WINDOWS} if args.traces else {}
     if args.traces:
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int)
     parser.add_argument("--window", type=int)
     parser.add_argument("--warmup", type=int)
+    parser.add_argument("--noise-floor", type=float, help="StopConfig.noise_floor (0 = off; default: the preset's)")
     parser.add_argument("--track-every", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -277,28 +281,55 @@ def summarise(rows: list[dict]) -> None:
             )
 
 
-def replay(statistic: list[float], warmup: int, patience: int, cap: int) -> tuple[int | None, int]:
+def _noise(corrupted: np.ndarray, known: np.ndarray | None, task: Task, loss: Loss) -> float | None:
+    """The noise variance dip.api.restore gives the detector for this case (None where it gives none)."""
+    if task is not Task.denoise or known is not None or loss is not Loss.l2:
+        return None
+    return noise_variance(_tensor(corrupted))
+
+
+def replay(
+    statistic: list[float],
+    warmup: int,
+    patience: int,
+    cap: int,
+    losses: list[float] | None = None,
+    loss_floor: float | None = None,
+) -> tuple[int | None, int]:
     """Where Detector.update would have fired and which iteration it would have returned (both 1-based).
 
     Mirrors the detector: a new minimum at or after the warm-up is recorded; the run stops ``patience`` steps
-    after the last one, or at ``cap``, where the best so far (or, with none, the last iterate) is returned.
+    after the last one, when the mean of the last LOSS_WINDOW ``losses`` falls below ``loss_floor`` (after the
+    warm-up), or at ``cap``, where the best so far (or, with none, the last iterate) is returned.
     """
     best_value, best_iteration = math.inf, None
+    recent: list[float] = []
     for iteration, value in enumerate(statistic[:cap], start=1):
         if iteration >= warmup and value < best_value:
             best_value, best_iteration = value, iteration
         if best_iteration is not None and iteration - best_iteration >= patience:
             return iteration, best_iteration
+        if loss_floor is not None:
+            recent = [*recent[-(LOSS_WINDOW - 1) :], losses[iteration - 1]]
+            if iteration >= warmup and len(recent) == LOSS_WINDOW and sum(recent) / LOSS_WINDOW < loss_floor:
+                return iteration, best_iteration or iteration
     return None, best_iteration or min(cap, len(statistic))
 
 
 def replay_main(args) -> int:
-    cases = [case for path in args.replay for case in json.loads(path.read_text())["cases"]]
+    cases = []
+    for path in args.replay:
+        saved = json.loads(path.read_text())
+        cases += [{**case, "size": saved["machine"]["size"]} for case in saved["cases"]]
     rule = {"auto": "wmv", "wmv": "wmv", "emv": "emv"}[args.rule]
     key = f"wmv{args.window or 100}" if rule == "wmv" else "emv"
     warmup, patience = args.warmup if args.warmup is not None else 500, args.patience or 1000
+    noise_floor = args.noise_floor if args.noise_floor is not None else StopConfig().noise_floor
     sources = ", ".join(map(str, args.replay))
-    print(f"# replay of {sources}: {key}, warm-up {warmup}, patience {patience}, cap {args.replay_cap or 'all'}")
+    print(
+        f"# replay of {sources}: {key}, warm-up {warmup}, patience {patience}, noise floor {noise_floor}, "
+        f"cap {args.replay_cap or 'all'}"
+    )
     print(
         f"{'image':<10} {'corruption':<8} {'seed':>4} {'peak':>6} {'@':>5} {'det@':>5} {'best@':>5} {'gap':>5} "
         f"{'avgpk':>6} {'avg@':>5} {'avggap':>6}"
@@ -309,7 +340,11 @@ def replay_main(args) -> int:
         if key not in trace:
             raise SystemExit(f"{case['image']} {case['corruption']} has no {key} statistic; traced: {', '.join(trace)}")
         cap = min(args.replay_cap or len(trace["loss"]), len(trace["loss"]))
-        detected, best = replay(trace[key], warmup, patience, cap)
+        # The corrupted image is made again (same seed) for the noise estimate a live run would have made.
+        clean = load_square(IMAGES[case["image"]], case["size"])
+        noise = _noise(*corrupt(clean, case["corruption"], case["seed"]))
+        floor = noise_floor * noise if noise is not None and noise_floor > 0 else None
+        detected, best = replay(trace[key], warmup, patience, cap, trace["loss"], floor)
         row = dict(case)
         del row["trace"]
         for suffix, series in (("", trace["psnr"]), ("_average", trace["psnr_average"])):

@@ -25,7 +25,7 @@ from .memory import check_fits, out_of_memory_message
 from .metrics import ReferenceTracker, psnr, ssim
 from .report import to_json
 from .snapshots import MANIFEST, Snapshot, SnapshotRecorder, parse_schedule
-from .stopping import make_detector
+from .stopping import make_detector, noise_variance
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
@@ -77,6 +77,7 @@ class Restoration:
             "seed": self.seed,
             **{k: round(v, 4) if isinstance(v, float) else v for k, v in self.metrics.items()},
             "final_loss": self.result.final_loss,
+            "noise_floor_loss": self.result.loss_floor,
             "rollbacks": self.result.rollbacks,
             "preset": self.preset.name,
             "net": asdict(self.preset.net),
@@ -92,6 +93,16 @@ class Restoration:
         """(iteration, PSNR) of the kind of image the run returns, from the reference tracking; [] without one."""
         key = "psnr_average" if self.preset.fit.average is not None else "psnr"
         return [(entry["iteration"], entry[key]) for entry in self.reference_history if key in entry]
+
+
+def _noise(task: Task, preset: Preset, y: torch.Tensor, mask: torch.Tensor | None) -> float | None:
+    """The input's noise variance where the loss models the corruption as white noise (denoising with L2, no
+    mask), for the detector's noise floor; None elsewhere (JPEG blocks, impulses, holes are not such noise)."""
+    if task is not Task.denoise or mask is not None or preset.fit.loss is not Loss.l2:
+        return None
+    if preset.stop.resolved_rule == "off" or preset.stop.noise_floor == 0:
+        return None
+    return noise_variance(y)
 
 
 def _restart_record(restart: Restoration) -> dict:
@@ -147,6 +158,7 @@ def restore(
     stop: str | None = None,
     window: int | None = None,
     patience: int | None = None,
+    noise_floor: float | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     reference: Picture | str | Path | None = None,
@@ -194,6 +206,7 @@ def restore(
                 stop=stop,
                 window=window,
                 patience=patience,
+                noise_floor=noise_floor,
                 seed=restart_seed(seed, k),
                 device=device,
                 reference=reference,
@@ -216,6 +229,7 @@ def restore(
         stop=stop,
         window=window,
         patience=patience,
+        noise_floor=noise_floor,
     )
 
     picture, y, mask_tensor, reference_picture = _prepare(image, mask, mask_invert, reference)
@@ -231,7 +245,7 @@ def restore(
     if reference_picture is not None:
         tracker = ReferenceTracker(reference_picture.to_tensor(), every=track_every)
         observers.insert(0, tracker)
-    detector = make_detector(chosen.stop)
+    detector = make_detector(chosen.stop, _noise(task, chosen, y, mask_tensor))
     recorder = None
     if schedule is not None:
         recorder = SnapshotRecorder(
@@ -424,7 +438,7 @@ def restore_parallel(
         preset.fit,
         seeds=seeds,
         device=device,
-        detectors=[make_detector(preset.stop) for _ in images],
+        detectors=[make_detector(preset.stop, _noise(task, preset, y, mask)) for _, y, mask, _ in prepared],
         observe=watch,
     )
     return [

@@ -111,6 +111,13 @@ WindowOption = Annotated[int | None, typer.Option(help="wmv: iterates in the var
 PatienceOption = Annotated[
     int | None, typer.Option(help="Steps without a new variance minimum before stopping [preset's].")
 ]
+NoiseFloorOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Denoising with l2: also stop once the loss falls below this fraction of the input's estimated "
+        "noise variance (0 = off) [0.8]."
+    ),
+]
 LrOption = Annotated[float | None, typer.Option(help="Adam learning rate [default: the preset's].")]
 LossOption = Annotated[str | None, typer.Option(help="l2 (default) or l1 (robust to impulse noise).")]
 DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")]
@@ -127,7 +134,7 @@ RestartsOption = Annotated[
 AnimateOption = Annotated[bool, typer.Option("--animate", help="Also write the snapshots as an animated GIF.")]
 
 
-def _check_fit_options(iters, lr, loss, stop, window, patience) -> None:
+def _check_fit_options(iters, lr, loss, stop, window, patience, noise_floor) -> None:
     if iters is not None and iters < 1:
         raise UsageError(f"--iters must be at least 1, not {iters}")
     if lr is not None and not lr > 0:
@@ -136,6 +143,8 @@ def _check_fit_options(iters, lr, loss, stop, window, patience) -> None:
         raise UsageError(f"--loss must be l1 or l2, not {loss!r}")
     if stop is not None and stop not in STOP_RULES:
         raise UsageError(f"--stop must be one of {', '.join(STOP_RULES)}, not {stop!r}")
+    if noise_floor is not None and not 0 <= noise_floor < 1:
+        raise UsageError(f"--noise-floor must be in [0, 1) (0 = off), not {noise_floor}")
     for name, value, least in (("--window", window, 2), ("--patience", patience, 1)):
         if value is not None and value < least:
             raise UsageError(f"{name} must be at least {least}, not {value}")
@@ -202,6 +211,7 @@ def restore(
     stop: StopOption = None,
     window: WindowOption = None,
     patience: PatienceOption = None,
+    noise_floor: NoiseFloorOption = None,
     lr: LrOption = None,
     loss: LossOption = None,
     seed: Annotated[int, typer.Option(help="Fixes weights, input noise and jitter: same seed, same result.")] = 0,
@@ -240,7 +250,7 @@ def restore(
             raise UsageError(f"--mask '{mask}' is the input image itself; give the mask file (white = known pixels)")
     if reference is not None:
         _existing_file(reference, "reference")
-    _check_fit_options(iters, lr, loss, stop, window, patience)
+    _check_fit_options(iters, lr, loss, stop, window, patience, noise_floor)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise UsageError(f"--checkpoint-every must be at least 1, not {checkpoint_every}")
     if restarts < 1:
@@ -275,6 +285,7 @@ def restore(
         stop=stop,
         window=window,
         patience=patience,
+        noise_floor=noise_floor,
     )
     if snapshots is None and (zoom is not None or animate or report):
         from .snapshots import DEFAULT_LOG_COUNT
@@ -488,6 +499,7 @@ def batch(
     stop: StopOption = None,
     window: WindowOption = None,
     patience: PatienceOption = None,
+    noise_floor: NoiseFloorOption = None,
     lr: LrOption = None,
     loss: LossOption = None,
     seed: Annotated[
@@ -524,7 +536,7 @@ def batch(
         return
     if input_dir is None or output_dir is None:
         raise UsageError("give the input and the output folder: dip batch INPUT_DIR OUTPUT_DIR")
-    _check_fit_options(iters, lr, loss, stop, window, patience)
+    _check_fit_options(iters, lr, loss, stop, window, patience, noise_floor)
     if not input_dir.is_dir():
         raise UsageError(f"input folder '{input_dir}' does not exist or is not a folder")
     if output_dir.exists() and input_dir.resolve() == output_dir.resolve():
@@ -573,7 +585,9 @@ def batch(
             typer.echo(f"dip: mask, not an input: {path.as_posix()}", err=True)
     jobs = shard.take(found.jobs)
     chosen_device = resolve_device(_device_for(device, shard))
-    settings = dict(iterations=iters, lr=lr, loss=loss, stop=stop, window=window, patience=patience)
+    settings = dict(
+        iterations=iters, lr=lr, loss=loss, stop=stop, window=window, patience=patience, noise_floor=noise_floor
+    )
     # Checked once for the whole folder rather than failing every image the same way.
     for job_task in {choose_task(task, has_mask=j.mask is not None, source=j.source) for j in jobs if not j.problem}:
         chosen = with_overrides(resolve_preset(preset, job_task, chosen_device.type), **settings)

@@ -141,6 +141,11 @@ class StopConfig:
     patience: int = 1000  # P: steps without a new minimum before stopping
     warmup: int = 500  # no minimum is recorded before this step: early plateaus are false minima
     alpha: float = 0.1  # emv's smoothing weight
+    # Morozov's discrepancy principle, for noise the L2 loss models (denoising, no mask): once the mean loss of
+    # the last steps falls below this fraction of the noise variance estimated from the input, the net is
+    # reproducing the noise, so the run stops there with the best iterate so far. 0 turns it off. At the peak
+    # the loss was 0.55-1.0 of the estimate in the tuning runs (README, "Does automatic stopping...").
+    noise_floor: float = 0.8
 
     def __post_init__(self) -> None:
         if self.rule not in STOP_RULES:
@@ -155,6 +160,8 @@ class StopConfig:
             raise UsageError(f"the warm-up must be >= 0, not {self.warmup}")
         if not 0 < self.alpha < 1:
             raise UsageError(f"alpha must be in (0, 1), not {self.alpha}")
+        if not 0 <= self.noise_floor < 1:
+            raise UsageError(f"the noise floor must be in [0, 1) (0 = off), not {self.noise_floor}")
 
     @property
     def resolved_rule(self) -> str:
@@ -269,13 +276,16 @@ def with_overrides(
     stop: str | None = None,
     window: int | None = None,
     patience: int | None = None,
+    noise_floor: float | None = None,
 ) -> Preset:
     """A preset with the command line's explicit choices applied; None keeps the preset's value.
 
     ``iterations`` is the exact step count when stopping is off and the cap when it is on. The preset's own
     fit.iterations becomes the number of steps actually asked of the fit: the count or the cap.
     """
-    stop_cfg = replace(preset.stop, **_given(rule=stop, window=window, patience=patience, cap=iterations))
+    stop_cfg = replace(
+        preset.stop, **_given(rule=stop, window=window, patience=patience, noise_floor=noise_floor, cap=iterations)
+    )
     steps = preset.fit.iterations if stop_cfg.resolved_rule == "off" else stop_cfg.cap
     fit_cfg = replace(preset.fit, **_given(iterations=iterations or steps, lr=lr, loss=loss))
     return replace(preset, fit=fit_cfg, stop=stop_cfg)

@@ -226,12 +226,13 @@ class FitResult:
     returned: str  # which image that is, in words, e.g. "average at iterate 840 (weight 0.99)"
     best_iteration: int  # the iteration the returned image belongs to
     iterations: int  # steps run: where the run stopped
-    stop_reason: str  # "patience" | "cap" | "stopped" | "interrupted" | "diverged"
+    stop_reason: str  # "patience" | "noise floor" | "cap" | "stopped" | "interrupted" | "diverged"
     rollbacks: int
     seconds: float
     final_loss: float
     losses: list[float] = field(repr=False, default_factory=list)
     statistics: list[float] = field(repr=False, default_factory=list)  # the detector's, one per step
+    loss_floor: float | None = None  # the detector's noise floor on the loss, when it had one
 
 
 def fit(
@@ -308,7 +309,7 @@ def fit(
             if observe is not None:
                 observe(step)
             if fired:
-                reason = "patience"
+                reason = detector.reason
                 break
             if stop is not None and stop(step):
                 reason = "stopped"
@@ -371,4 +372,5 @@ def finished(
         final_loss=last.loss,
         losses=list(losses),
         statistics=list(statistics),
+        loss_floor=None if detector is None else detector.loss_floor,
     )

@@ -242,7 +242,7 @@ class _Run:
         if self.observe is not None:
             self.observe(image.index, step)
         if fired:
-            self.finish(image, "patience")
+            self.finish(image, image.detector.reason)
         return fired
 
     def finish(self, image: _Image, reason: str) -> None:

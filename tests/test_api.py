@@ -59,3 +59,17 @@ def test_overrides_and_bad_values():
         dip.restore(picture, preset="light", iterations=2, loss="huber")
     with pytest.raises(UsageError):
         dip.restore(picture, task="deblur")
+
+
+def test_the_noise_floor_is_armed_for_noise_the_l2_loss_models_and_nowhere_else(tmp_path):
+    clean = small_image(48)
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    picture = Picture(noisy, None, 8, "RGB", None)
+    floor = dip.restore(picture, **FAST).record()["noise_floor_loss"]
+    assert floor == pytest.approx(0.8 * 0.1**2, rel=0.3)  # StopConfig.noise_floor x the estimated variance
+    known = np.ones((48, 48), bool)
+    known[::3] = False
+    assert dip.restore(picture, mask=known, **FAST).record()["noise_floor_loss"] is None
+    assert dip.restore(picture, task="jpeg", **FAST).record()["noise_floor_loss"] is None
+    assert dip.restore(picture, loss="l1", **FAST).record()["noise_floor_loss"] is None
+    assert dip.restore(picture, stop="off", **FAST).record()["noise_floor_loss"] is None

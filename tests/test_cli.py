@@ -156,6 +156,7 @@ def _truncated_png(tmp_path):
         ("unknown stop rule", lambda i, t: ["restore", i["noisy"], "--stop", "never"], USAGE, "never"),
         ("window too small", lambda i, t: ["restore", i["noisy"], "--window", "1"], USAGE, "--window"),
         ("zero patience", lambda i, t: ["restore", i["noisy"], "--patience", "0"], USAGE, "--patience"),
+        ("noise floor of 1", lambda i, t: ["restore", i["noisy"], "--noise-floor", "1"], USAGE, "--noise-floor"),
         ("unknown option", lambda i, t: ["restore", i["noisy"], "--fast"], USAGE, "--fast"),
         ("unknown device", lambda i, t: ["restore", i["noisy"], "--device", "tpu"], USAGE, "tpu"),
         ("cuda absent", lambda i, t: ["restore", i["noisy"], "--device", "cuda"], FAILURE, "CUDA"),
@@ -260,6 +261,8 @@ def test_stop_options_reach_the_detector(capsys, images, tmp_path):
         "3",
         "--window",
         "4",
+        "--noise-floor",
+        "0.5",
         "--iters",
         "9",
         "--json",
@@ -271,6 +274,7 @@ def test_stop_options_reach_the_detector(capsys, images, tmp_path):
     record = json.loads(out)
     assert record["stop"]["rule"] == "emv" and record["stop"]["patience"] == 3 and record["stop"]["window"] == 4
     assert record["stop"]["cap"] == 9 and record["iterations"] <= 9
+    assert record["stop"]["noise_floor"] == 0.5 and record["noise_floor_loss"] > 0
 
 
 def test_warnings_are_one_plain_line(capsys, tmp_path):

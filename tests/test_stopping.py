@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dip.errors import UsageError
-from dip.stopping import ExponentialVariance, StopConfig, WindowedVariance, make_detector
+from dip.stopping import LOSS_WINDOW, ExponentialVariance, StopConfig, WindowedVariance, make_detector, noise_variance
 
 
 def _direct_window_variance(window: list[torch.Tensor]) -> float:
@@ -35,10 +35,11 @@ def test_exponential_variance_follows_its_recursion():
     assert detector.push(torch.full((4,), 2.0)) == pytest.approx(1.0)
 
 
-def _steps(values):
+def _steps(values, losses=None):
     """Steps whose iterate is a constant image carrying its own index, so the stored best can be identified."""
     for i, _ in enumerate(values, start=1):
-        yield SimpleNamespace(iteration=i, x=torch.full((1, 1, 2, 2), float(i)), average=None)
+        loss = None if losses is None else losses[i - 1]
+        yield SimpleNamespace(iteration=i, x=torch.full((1, 1, 2, 2), float(i)), average=None, loss=loss)
 
 
 class _Scripted(WindowedVariance):
@@ -52,9 +53,9 @@ class _Scripted(WindowedVariance):
         return next(self.values)
 
 
-def _run(values, **kwargs):
+def _run(values, losses=None, **kwargs):
     detector = _Scripted(values, **kwargs)
-    for step in _steps(values):
+    for step in _steps(values, losses):
         if detector.update(step):
             return detector, step.iteration
     return detector, None
@@ -79,6 +80,41 @@ def test_keeps_going_while_minima_keep_coming():
     assert stopped is None and detector.best_iteration == 60
 
 
+def test_stops_once_the_recent_mean_loss_falls_below_the_noise_floor():
+    # The variance keeps falling (no patience stop); the loss falls by 0.01 a step from 2.0: the mean of the
+    # last LOSS_WINDOW losses ending at step t is 2.0 - 0.01 * (t - (LOSS_WINDOW - 1) / 2 - 1).
+    count = 400
+    values, losses = [100 - i / 10 for i in range(count)], [2.0 - 0.01 * i for i in range(count)]
+    detector, stopped = _run(values, losses, window=2, patience=1000, warmup=10, loss_floor=1.0)
+    below = next(t for t in range(LOSS_WINDOW, count + 1) if sum(losses[t - LOSS_WINDOW : t]) / LOSS_WINDOW < 1.0)
+    assert stopped == below and detector.reason == "noise floor"
+    assert detector.best_iteration == below  # the best so far, here the last, since the variance kept falling
+
+
+def test_the_noise_floor_waits_for_the_warm_up_and_patience_still_comes_first():
+    losses = [0.5] * 300  # below the floor from the start
+    detector, stopped = _run([1.0] * 300, losses, window=2, patience=1000, warmup=120, loss_floor=1.0)
+    assert stopped == 120 and detector.reason == "noise floor"
+    values = [math.nan] * 3 + [10 - i for i in range(8)] + [5] * 30
+    detector, stopped = _run(values, [9.0] * len(values), window=2, patience=20, warmup=0, loss_floor=1.0)
+    assert stopped == 31 and detector.reason == "patience"
+
+
+def test_noise_variance_is_estimated_from_the_input_alone():
+    from conftest import small_image
+
+    clean = torch.from_numpy(small_image(96).transpose(2, 0, 1).copy())[None]
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    assert noise_variance(noisy) == pytest.approx(0.01, rel=0.25)
+    assert noise_variance(clean) < 0.001
+
+
+def test_make_detector_arms_the_floor_only_with_a_noise_level():
+    assert make_detector(StopConfig()).loss_floor is None
+    assert make_detector(StopConfig(noise_floor=0.8), noise=0.01).loss_floor == pytest.approx(0.008)
+    assert make_detector(StopConfig(noise_floor=0), noise=0.01).loss_floor is None
+
+
 @pytest.mark.parametrize(
     "rule,kind",
     [("auto", WindowedVariance), ("wmv", WindowedVariance), ("emv", ExponentialVariance), ("off", type(None))],
@@ -87,7 +123,9 @@ def test_rules(rule, kind):
     assert isinstance(make_detector(StopConfig(rule=rule)), kind)
 
 
-@pytest.mark.parametrize("kwargs", [dict(rule="never"), dict(window=1), dict(patience=0), dict(alpha=1.5)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(rule="never"), dict(window=1), dict(patience=0), dict(alpha=1.5), dict(noise_floor=1.0)]
+)
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(UsageError):
         StopConfig(**kwargs)
