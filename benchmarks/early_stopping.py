@@ -62,6 +62,8 @@ IMAGES = {
     "kate": PAPER / "inpainting" / "kate.png",
     "zebra": PAPER / "sr" / "zebra_GT.png",
     "barbara": PAPER / "restoration" / "barbara.png",
+    "vase": PAPER / "inpainting" / "vase.png",
+    "library": PAPER / "inpainting" / "library.png",
 }
 CORRUPTIONS = ("gauss15", "gauss25", "gauss50", "sp30", "jpeg10", "jpeg20", "drop50", "text")
 
