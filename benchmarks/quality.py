@@ -461,12 +461,55 @@ def markdown(rows: list[dict], methods: list[str], header: list[str]) -> str:
             + " | ".join(cells)
             + " |"
         )
+    lines += ["", "PSNR (dB) per image; the best of each row in bold.", ""]
+    lines += ["| task | image | seed | input | " + " | ".join(shown) + " |", "|---" * (len(shown) + 4) + "|"]
+    for task in tasks:
+        for image, seed in dict.fromkeys((row["image"], row["seed"]) for row in rows if row["task"] == task):
+            found = {
+                row["method"]: row for row in rows if (row["task"], row["image"], row["seed"]) == (task, image, seed)
+            }
+            best = max(row["psnr"] for row in found.values())
+            cells = [
+                "–"
+                if m not in found
+                else (f"**{found[m]['psnr']:.2f}**" if found[m]["psnr"] == best else f"{found[m]['psnr']:.2f}")
+                for m in shown
+            ]
+            first = next(iter(found.values()))
+            lines.append(f"| {task} | {image} | {seed} | {first['input_psnr']:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Mean seconds per image (one wall-clock call each).", ""]
     lines += ["| task | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
     for task in tasks:
         seconds = [mean(task, m, "seconds") for m in shown]
         lines.append(f"| {task} | " + " | ".join("–" if s is None else f"{s:.2f}" for s in seconds) + " |")
     return "\n".join(lines) + "\n"
+
+
+def tables_from_csv(paths: list[Path], destination: Path) -> int:
+    """The Markdown of runs made earlier (e.g. one per task, on two cores), from their CSV rows together."""
+    rows = []
+    for path in paths:
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                for key in ("input_psnr", "input_ssim", "psnr", "ssim", "seconds"):
+                    row[key] = float(row[key])
+                row["seed"] = int(row["seed"])
+                rows.append(row)
+    if not rows:
+        raise SystemExit(f"no rows in {', '.join(map(str, paths))}")
+    methods = [m for m in METHODS if any(row["method"] == m for row in rows)]
+    sizes = ", ".join(sorted({row["size"] for row in rows}))
+    header = [
+        "# Restoration quality: dip beside the classical tools",
+        "",
+        f"Rebuilt from {', '.join(map(str, paths))} (sizes {sizes}); each run printed its machine line.",
+        f"Command: python benchmarks/quality.py --from-csv {' '.join(map(str, paths))}",
+    ]
+    table = markdown(rows, methods, header)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_text(table)
+    print(table)
+    return 0
 
 
 def _names(value: str, known, what: str) -> list[str]:
@@ -490,8 +533,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restarts", type=int, default=2, help="fits averaged by dip-restarts (paper: 2)")
     parser.add_argument("--csv", type=Path, default=ROOT / "out" / "quality.csv")
     parser.add_argument("--markdown", type=Path, default=ROOT / "out" / "quality.md")
+    parser.add_argument("--from-csv", type=Path, nargs="+", help="no runs: the tables of earlier runs' CSV files")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.from_csv:
+        return tables_from_csv(args.from_csv, args.markdown)
 
     args.tasks = _names(args.tasks, CORRUPTIONS, "task")
     for task in args.tasks:

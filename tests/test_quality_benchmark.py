@@ -62,6 +62,13 @@ def test_tiny_run_writes_one_row_per_case_and_a_table(quality, tmp_path, capsys)
         if importlib.util.find_spec(module) is None:
             assert f"skipped {optional}: {module} is not installed" in markdown
 
+    # the same tables again from the CSV alone, per image too
+    again = tmp_path / "again.md"
+    assert quality.main(["--from-csv", str(rows_csv), "--markdown", str(again)]) == 0
+    rebuilt = again.read_text()
+    assert markdown.split("Mean PSNR", 1)[1] == rebuilt.split("Mean PSNR", 1)[1]
+    assert "| gauss25 | astronaut | 0 |" in rebuilt and "| drop50 | astronaut | 0 |" in rebuilt
+
 
 def test_unknown_task_is_refused_with_the_known_ones(quality):
     with pytest.raises(SystemExit, match="gauss25"):
