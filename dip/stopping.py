@@ -8,9 +8,9 @@ variance is lowest.
 Detectors are small objects: ``update(step) -> bool`` (True: stop now), with ``best`` (the iterate to return),
 ``best_iteration``, ``statistic`` (the last value, for curves and logs) and ``reason`` (why it fired).
 
-The variance alone misses one case: with strong Gaussian noise on a smooth image the variance can keep
-falling long after the net has started to reproduce the noise, and the run then returns an iterate from the
-cap, far past its peak. The noise itself says when that happens: a net that matches the clean image leaves a
+The variance alone misses one case: with Gaussian noise on some images (kate and zebra at sigma 25 in the
+benchmark) it keeps falling long after the net has started to reproduce the noise, and the run then returns
+an iterate from the cap, far past its peak. The noise itself says when that happens: a net that matches the clean image leaves a
 loss about equal to the noise variance, and one that goes below it is fitting noise (Morozov's discrepancy
 principle). So, when the noise level can be read off the input, the loss is compared with it as well.
 """
