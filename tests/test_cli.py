@@ -307,13 +307,21 @@ def test_ctrl_c_writes_the_image_so_far_and_exits_130(images, tmp_path):
             "1000000",
             "--quiet",
             "--json",
+            "--snapshots",
+            "every:20",
+            "--snapshot-dir",
+            str(tmp_path / "snapshots"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    time.sleep(6)  # imports and a few hundred steps
+    # Signalled once the fit is under way (its first snapshot is written), not after a fixed sleep: on a busy
+    # machine the imports alone can take longer than any sleep, and a signal before the handler is a traceback.
+    deadline = time.monotonic() + 60
+    while not any((tmp_path / "snapshots").glob("it*.png")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
