@@ -77,6 +77,11 @@ def load_square(path: Path, size: int, *, mode: str = "RGB") -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
+def load_clean(name: str, size: int) -> np.ndarray:
+    """The clean image of a case: barbara is gray, as the paper scored it; the others are RGB."""
+    return load_square(IMAGES[name], size, mode="L" if name == "barbara" else "RGB")
+
+
 def corrupt(clean: np.ndarray, name: str, seed: int) -> tuple[np.ndarray, np.ndarray | None, Task, Loss]:
     """The corrupted image, the mask (True = known) or None, the task and the loss a user would pick."""
     rng = np.random.default_rng(seed)
@@ -229,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         if path is None or not path.exists():
             print(f"# skipping {image_name}: not found", file=sys.stderr)
             continue
-        clean = load_square(path, args.size, mode="L" if image_name == "barbara" else "RGB")
+        clean = load_clean(image_name, args.size)
         for corruption in args.corruptions.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 row = {"image": image_name, **run_case(clean, corruption, seed, args)}
@@ -343,7 +348,7 @@ def replay_main(args) -> int:
             raise SystemExit(f"{case['image']} {case['corruption']} has no {key} statistic; traced: {', '.join(trace)}")
         cap = min(args.replay_cap or len(trace["loss"]), len(trace["loss"]))
         # The corrupted image is made again (same seed) for the noise estimate a live run would have made.
-        clean = load_square(IMAGES[case["image"]], case["size"])
+        clean = load_clean(case["image"], case["size"])
         noise = _noise(*corrupt(clean, case["corruption"], case["seed"]))
         floor = noise_floor * noise if noise is not None and noise_floor > 0 else None
         detected, best = replay(trace[key], warmup, patience, cap, trace["loss"], floor)
