@@ -10,9 +10,10 @@ Detectors are small objects: ``update(step) -> bool`` (True: stop now), with ``b
 
 The variance alone misses one case: with Gaussian noise on some images (kate and zebra at sigma 25 in the
 benchmark) it keeps falling long after the net has started to reproduce the noise, and the run then returns
-an iterate from the cap, far past its peak. The noise itself says when that happens: a net that matches the clean image leaves a
-loss about equal to the noise variance, and one that goes below it is fitting noise (Morozov's discrepancy
-principle). So, when the noise level can be read off the input, the loss is compared with it as well.
+an iterate from the cap, far past its peak. The noise itself says when that happens: a net that matches the
+clean image leaves a loss about equal to the noise variance, and one that goes below it is fitting noise
+(Morozov's discrepancy principle). So, when the noise level can be read off the input, the loss is compared
+with it as well.
 """
 
 from __future__ import annotations
