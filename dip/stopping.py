@@ -23,7 +23,6 @@ from collections import deque
 
 import numpy as np
 import torch
-from skimage.restoration import estimate_sigma
 
 from .config import StopConfig
 
@@ -164,6 +163,10 @@ def noise_variance(y: torch.Tensor) -> float:
     """The variance of white noise in a (1, C, H, W) image, estimated from its finest wavelet details
     (scikit-image's median-absolute-deviation estimate, averaged over channels). Texture reads as noise, so
     on busy images it overestimates (zebra at 64 px: about 1.8x)."""
+    # Imported here, as dip.metrics imports SSIM: scikit-image and PyWavelets add about 60 MiB to a process
+    # that never estimates a noise level (a fit from Python without restore(), the speed benchmark).
+    from skimage.restoration import estimate_sigma
+
     pixels = y[0].detach().cpu().permute(1, 2, 0).double().numpy()
     return float(estimate_sigma(np.ascontiguousarray(pixels), channel_axis=-1, average_sigmas=True)) ** 2
 
