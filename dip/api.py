@@ -188,6 +188,10 @@ def restore(
     ``restarts`` K > 1 fits K nets from different seeds (see ``restart_seed``), each with its own automatic stop,
     and returns the mean of their images (the paper's "2 restarts" averaging); not with snapshots or checkpoints.
     """
+    # The command line's explicit choices, applied to the preset below (and passed on as they are to each restart)
+    overrides = dict(
+        iterations=iterations, lr=lr, loss=loss, stop=stop, window=window, patience=patience, noise_floor=noise_floor
+    )
     if restarts != 1:
         if restarts < 1:
             raise UsageError(f"restarts must be at least 1, not {restarts}")
@@ -200,13 +204,7 @@ def restore(
                 mask=mask,
                 mask_invert=mask_invert,
                 preset=preset,
-                iterations=iterations,
-                lr=lr,
-                loss=loss,
-                stop=stop,
-                window=window,
-                patience=patience,
-                noise_floor=noise_floor,
+                **overrides,
                 seed=restart_seed(seed, k),
                 device=device,
                 reference=reference,
@@ -222,14 +220,7 @@ def restore(
     task = choose_task(task, has_mask=mask is not None, source=source)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     chosen = with_overrides(
-        preset if isinstance(preset, Preset) else resolve_preset(preset, task, device.type),
-        iterations=iterations,
-        lr=lr,
-        loss=loss,
-        stop=stop,
-        window=window,
-        patience=patience,
-        noise_floor=noise_floor,
+        preset if isinstance(preset, Preset) else resolve_preset(preset, task, device.type), **overrides
     )
 
     picture, y, mask_tensor, reference_picture = _prepare(image, mask, mask_invert, reference)
