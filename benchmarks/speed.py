@@ -11,8 +11,10 @@ a fresh process, so that compile caches and peak memory belong to it alone. A st
 iteration: jitter, forward, masked loss, backward, Adam, output average and the windowed-variance detector.
 Reported: median seconds per step over ``--steps`` timed steps after ``--warmup`` untimed ones (compilation
 happens there; with ``sync`` a step's time is its block's mean, as its steps reach the host together), the
-spread (interquartile range), steps/s, the ratio to ``plain`` at the same preset and size, and peak memory
-(CUDA: allocated; CPU: the process's peak resident size).
+spread (interquartile range), steps/s, the ratio to ``plain`` at the same preset and size, peak memory
+(CUDA: allocated; CPU: the process's peak resident size) and GFLOP/s: the convolutions' and matrix products'
+floating-point operations of a step (counted by torch's FlopCounterMode) over its time.
+A family name (``paper``, ``light``) times the denoising net; name a preset to time another (``paper-jpeg``).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def run_one(case: dict) -> dict:
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    gflop = _gflop_per_step(net, z)
     return {
         **case,
         "seconds_per_step": statistics.median(timed),
@@ -102,9 +105,23 @@ def run_one(case: dict) -> dict:
         "first_steps_seconds": sum(times[: case["warmup"]]),
         "peak_memory_mib": peak / 2**20,
         "final_loss": losses[-1],
+        "gflop_per_step": gflop,
+        "gflop_per_second": gflop / statistics.median(timed),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
     }
+
+
+def _gflop_per_step(net, z) -> float:
+    """Floating-point operations of one forward and backward of ``net`` (convolutions and matrix products, which
+    are nearly all of them), after the timing: set against a step's time, it says how far the step is from what
+    the machine's convolution kernels can do, which no variant that keeps the maths can exceed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        net(z).square().mean().backward()
+    net.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 1e9
 
 
 def _measure(preset: str, size: int, variant: str, policy: str | None, args) -> dict:
@@ -165,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     print(f"{'preset':<7} {'size':>5} {'variant':<22} {'policy':<8} {'s/step':>8} {'spread':>7} {'steps/s':>8} "
-          f"{'x plain':>7} {'MiB':>7}")  # fmt: skip
+          f"{'x plain':>7} {'MiB':>7} {'GFLOP/s':>8}")  # fmt: skip
     policies = [p.strip().upper() for p in args.wait_policies.split(",") if p.strip()] or [None]
     burner = None
     if args.busy:
@@ -189,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(
                             f"{preset:<7} {size:>5} {variant:<22} {policy or 'tool':<8} "
                             f"{row['seconds_per_step']:>8.3f} {row['spread']:>7.3f} {row['steps_per_second']:>8.2f} "
-                            f"{ratio:>7} {row['peak_memory_mib']:>7.0f}",
+                            f"{ratio:>7} {row['peak_memory_mib']:>7.0f} {row['gflop_per_second']:>8.1f}",
                             flush=True,
                         )
     finally:
