@@ -1,7 +1,8 @@
 """Steps per second and peak memory of a fit, for presets x sizes x ways of computing the same steps.
 
     python benchmarks/speed.py [--presets paper,light] [--sizes 128,256,512] [--variants plain,channels_last,compile]
-                               [--steps 20] [--warmup 5] [--device auto] [--threads N] [--json out.json]
+                               [--steps 20] [--warmup 5] [--device auto] [--threads N] [--conv-ceiling]
+                               [--json out.json]
 
 Variants (FitConfig fields; the maths are the same, see tests/test_fit.py): ``plain`` (fp32, eager, NCHW, the
 loss read on the host after every step), ``channels_last``, ``compile`` (torch.compile), ``bf16`` (autocast of
@@ -124,6 +125,44 @@ def _gflop_per_step(net, z) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def conv_ceiling(size: int, threads: int, device: str, repeats: int = 5) -> dict:
+    """GFLOP/s of a single 3x3 convolution, 128 channels in and out, at ``size``: forward, input gradient and
+    weight gradient, as the paper net's widest layers take them. A whole step, with its normalisations,
+    activations, padding, smaller layers and optimiser, runs slower than this; so no variant that computes the
+    same step can run it faster than its GFLOP over this rate."""
+    import torch
+
+    from dip.device import resolve_device
+
+    torch.set_num_threads(threads)
+    target = resolve_device(device)
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(target)
+    x = torch.randn(1, 128, size, size, device=target, requires_grad=True)
+
+    def wait() -> None:
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
+
+    def forward_backward() -> None:
+        conv(x).sum().backward()
+
+    def forward() -> None:
+        with torch.no_grad():
+            conv(x)
+
+    rates = {}
+    for name, run, passes in (("forward", forward, 1), ("forward_backward", forward_backward, 3)):
+        run()  # the first call picks kernels and allocates
+        wait()
+        tick = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        wait()
+        seconds = (time.perf_counter() - tick) / repeats
+        rates[name] = passes * 2 * 128 * 128 * 9 * size * size / 1e9 / seconds
+    return {"size": size, "threads": threads, "gflop_per_second": rates}
+
+
 def _measure(preset: str, size: int, variant: str, policy: str | None, args) -> dict:
     """One case in a fresh process (compile caches and peak memory are its own; the wait policy is read by the
     OpenMP runtime when torch loads, so it can only be chosen per process)."""
@@ -166,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--busy", action="store_true", help="keep one core busy with another process, as on a shared machine"
+    )
+    parser.add_argument(
+        "--conv-ceiling",
+        action="store_true",
+        help="also time one 128-channel 3x3 convolution alone at each size: the rate no step can beat",
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case (JSON) and print its result
@@ -212,6 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if burner is not None:
             burner.kill()
+    ceilings = []
+    if args.conv_ceiling:
+        for size in (int(s) for s in args.sizes.split(",")):
+            ceiling = conv_ceiling(size, args.threads, args.device)
+            ceilings.append(ceiling)
+            rates = ceiling["gflop_per_second"]
+            print(
+                f"# one 128->128 3x3 convolution at {size}²: forward {rates['forward']:.1f} GFLOP/s, "
+                f"forward + both gradients {rates['forward_backward']:.1f} GFLOP/s"
+            )
     first = next((r for r in rows if "error" not in r), {})
     machine = {
         "device": first.get("device_name"),
@@ -224,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"# {machine}")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": machine, "rows": rows, "conv_ceiling": ceilings}, indent=2) + "\n")
     return 0
 
 

@@ -25,7 +25,7 @@ def speed(monkeypatch):
 def test_tiny_run_reports_each_variant_against_plain(speed, tmp_path, capsys):
     out = tmp_path / "speed.json"
     argv = ["--presets", "light-jpeg", "--sizes", "32", "--variants", "plain,sync", "--steps", "2", "--warmup", "1"]
-    argv += ["--device", "cpu", "--threads", "1", "--json", str(out)]
+    argv += ["--device", "cpu", "--threads", "1", "--conv-ceiling", "--json", str(out)]
 
     assert speed.main(argv) == 0
 
@@ -41,6 +41,9 @@ def test_tiny_run_reports_each_variant_against_plain(speed, tmp_path, capsys):
         assert row["gflop_per_second"] == pytest.approx(row["gflop_per_step"] * row["steps_per_second"])
     assert rows[0]["ratio"] == 1
     assert report["machine"]["threads"] == 1
+    [ceiling] = report["conv_ceiling"]
+    assert ceiling["size"] == 32 and set(ceiling["gflop_per_second"]) == {"forward", "forward_backward"}
+    assert all(rate > 0 for rate in ceiling["gflop_per_second"].values())
     assert "light-jpeg" in capsys.readouterr().out
 
 
