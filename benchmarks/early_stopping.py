@@ -1,7 +1,8 @@
 """How close does automatic stopping come to the best iterate a clean image would have picked?
 
     python benchmarks/early_stopping.py --size 64 --cap 3000 [--images astronaut,F16] [--corruptions ...]
-                                        [--seeds 0,1] [--preset light] [--rule wmv] [--json out.json]
+                                        [--seeds 0,1] [--preset light] [--rule wmv] [--variants plain,bf16]
+                                        [--json out.json]
 
 Each case (image x corruption x seed) is fitted for ``--cap`` steps, always to the end, so that the peak PSNR
 over the whole run is known. Along the way the detector sees every iterate exactly as in a real run; the
@@ -50,6 +51,9 @@ from dip.metrics import psnr
 from dip.nets import build_net, make_input
 from dip.stopping import LOSS_WINDOW, ExponentialVariance, WindowedVariance, make_detector, noise_variance
 
+# isort: split
+from speed import variant_settings  # the neighbouring benchmark's names for ways of computing a step
+
 TRACED_WINDOWS = (50, 100, 200)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +76,9 @@ def load_square(path: Path, size: int, *, mode: str = "RGB") -> np.ndarray:
     image = Image.open(path).convert(mode)
     side = min(image.size)
     left, top = (image.width - side) // 2, (image.height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+    image = image.crop((left, top, left + side, top + side))
+    if size:  # 0: the square at the image's own resolution
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
     array = np.asarray(image, dtype=np.float32) / 255.0
     return array[..., None] if array.ndim == 2 else array
 
@@ -105,7 +111,7 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
 
 
-def run_case(clean: np.ndarray, corruption: str, seed: int, args) -> dict:
+def run_case(clean: np.ndarray, corruption: str, seed: int, args, variant: str = "plain") -> dict:
     corrupted, known, task, loss = corrupt(clean, corruption, seed)
     preset = resolve_preset(args.preset, task, "cpu" if args.device == "cpu" else args.device)
     # The average is always computed (it does not change the optimisation), so that both candidates for the
@@ -116,6 +122,7 @@ def run_case(clean: np.ndarray, corruption: str, seed: int, args) -> dict:
         loss=loss,
         average=preset.fit.average or 0.99,
         **({"lr": args.lr} if args.lr else {}),
+        **variant_settings(variant, sync_every=0),
     )
     overrides = {k: getattr(args, k) for k in ("patience", "window", "warmup") if getattr(args, k) is not None}
     stop_cfg = replace(preset.stop, rule=args.rule, **overrides)
@@ -182,6 +189,7 @@ def run_case(clean: np.ndarray, corruption: str, seed: int, args) -> dict:
         "seed": seed,
         "task": task.value,
         "preset": preset.name,
+        "variant": variant,
         "input_psnr": psnr(corrupted, clean),
         "peak_psnr": peak["raw"][0],
         "peak_iteration": peak["raw"][1],
@@ -202,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", default="astronaut,chelsea,coffee,F16")
     parser.add_argument("--corruptions", default=",".join(CORRUPTIONS))
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--size", type=int, default=64, help="square side in px (full size is for a GPU)")
+    parser.add_argument("--size", type=int, default=64, help="square side in px; 0 = full size (for a GPU)")
     parser.add_argument("--cap", type=int, default=3000, help="steps per case; the peak is searched up to here")
     parser.add_argument("--preset", default="auto")
     parser.add_argument("--rule", default="auto", choices=("auto", "wmv", "emv"))
@@ -211,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int)
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--noise-floor", type=float, help="StopConfig.noise_floor (0 = off; default: the preset's)")
+    parser.add_argument(
+        "--variants",
+        default="plain",
+        help="ways of computing the steps, as benchmarks/speed.py names them (plain,bf16,compile,...): each case "
+        "runs once per variant, and the PSNRs of the later ones are compared with the first's",
+    )
     parser.add_argument("--track-every", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -223,11 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     StopConfig(rule=args.rule)  # fail early on a bad rule
     if args.replay:
         return replay_main(args)
+    variants = args.variants.split(",")
+    for variant in variants:
+        variant_settings(variant)  # fail early on a bad name
 
     rows = []
     print(
-        f"{'image':<10} {'corruption':<8} {'seed':>4} {'in':>6} {'peak':>6} {'@':>5} {'det@':>5} {'best@':>5} "
-        f"{'ret':>6} {'gap':>5} {'avgpk':>6} {'avg@':>5} {'avgret':>6} {'avggap':>6} {'s':>6} {'det%':>5}"
+        f"{'image':<10} {'corruption':<8} {'seed':>4} {'variant':<8} {'in':>6} {'peak':>6} {'@':>5} {'det@':>5} "
+        f"{'best@':>5} {'ret':>6} {'gap':>5} {'avgpk':>6} {'avg@':>5} {'avgret':>6} {'avggap':>6} {'s':>6} {'det%':>5}"
     )
     for image_name in args.images.split(","):
         path = IMAGES.get(image_name)
@@ -236,26 +253,32 @@ def main(argv: list[str] | None = None) -> int:
             continue
         clean = load_clean(image_name, args.size)
         for corruption in args.corruptions.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                row = {"image": image_name, **run_case(clean, corruption, seed, args)}
+            for seed, variant in ((int(s), v) for s in args.seeds.split(",") for v in variants):
+                row = {"image": image_name, **run_case(clean, corruption, seed, args, variant)}
                 row["gap"] = row["peak_psnr"] - row["returned_psnr"]
                 row["gap_average"] = row["peak_psnr_average"] - row["returned_psnr_average"]
                 rows.append(row)
                 print(
-                    f"{image_name:<10} {corruption:<8} {seed:>4} {row['input_psnr']:>6.2f} {row['peak_psnr']:>6.2f} "
-                    f"{row['peak_iteration']:>5} {row['detected_at'] or '-':>5} {row['best_iteration']:>5} "
-                    f"{row['returned_psnr']:>6.2f} {row['gap']:>5.2f} {row['peak_psnr_average']:>6.2f} "
-                    f"{row['peak_iteration_average']:>5} {row['returned_psnr_average']:>6.2f} "
-                    f"{row['gap_average']:>6.2f} {row['seconds']:>6.1f} {100 * row['detector_share']:>5.1f}",
+                    f"{image_name:<10} {corruption:<8} {seed:>4} {variant:<8} {row['input_psnr']:>6.2f} "
+                    f"{row['peak_psnr']:>6.2f} {row['peak_iteration']:>5} {row['detected_at'] or '-':>5} "
+                    f"{row['best_iteration']:>5} {row['returned_psnr']:>6.2f} {row['gap']:>5.2f} "
+                    f"{row['peak_psnr_average']:>6.2f} {row['peak_iteration_average']:>5} "
+                    f"{row['returned_psnr_average']:>6.2f} {row['gap_average']:>6.2f} {row['seconds']:>6.1f} "
+                    f"{100 * row['detector_share']:>5.1f}",
                     flush=True,
                 )
-    summarise(rows)
+    for variant in variants:
+        summarise([row for row in rows if row["variant"] == variant], f"{variant}: " if len(variants) > 1 else "")
+    compare_variants(rows, variants)
     if rows:
         print(
             f"# detector share of step time: median {100 * statistics.median(r['detector_share'] for r in rows):.1f}%"
         )
     machine = {
         "device": args.device,
+        "device_name": (
+            torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
+        ),
         "threads": args.threads,
         "torch": torch.__version__,
         "dip": dip.__version__,
@@ -277,15 +300,34 @@ def _case_key(row: dict) -> dict:
     return {key: row[key] for key in ("image", "corruption", "seed", "task", "preset")}
 
 
-def summarise(rows: list[dict]) -> None:
+def summarise(rows: list[dict], prefix: str = "") -> None:
     for key, label in (("gap", "raw iterate"), ("gap_average", "output average")):
         gaps = [r[key] for r in rows if math.isfinite(r[key])]
         if gaps:
             within = sum(g <= 1.0 for g in gaps) / len(gaps)
             print(
-                f"# {label}: within 1 dB of its peak in {100 * within:.0f}% of {len(gaps)} cases; "
+                f"# {prefix}{label}: within 1 dB of its peak in {100 * within:.0f}% of {len(gaps)} cases; "
                 f"median gap {statistics.median(gaps):.2f} dB; worst {max(gaps):.2f} dB"
             )
+
+
+def compare_variants(rows: list[dict], variants: list[str]) -> None:
+    """PSNR of each later variant minus the first's, case by case: whether a faster way of computing the steps
+    (bf16 above all, which the paper's README warns can fail to converge) still reaches the same image."""
+    first = {(r["image"], r["corruption"], r["seed"]): r for r in rows if r["variant"] == variants[0]}
+    for variant in variants[1:]:
+        pairs = [(first[(r["image"], r["corruption"], r["seed"])], r) for r in rows if r["variant"] == variant]
+        for key, label in (("peak_psnr_average", "peak"), ("returned_psnr_average", "returned")):
+            differences = [r[key] - base[key] for base, r in pairs if math.isfinite(r[key] - base[key])]
+            if differences:
+                print(
+                    f"# {variant} - {variants[0]}, {label} PSNR (output average), {len(differences)} cases: "
+                    f"median {statistics.median(differences):+.2f} dB, range {min(differences):+.2f} to "
+                    f"{max(differences):+.2f} dB"
+                )
+        speedups = [base["seconds"] / r["seconds"] for base, r in pairs]
+        if speedups:
+            print(f"# {variant} / {variants[0]}: {statistics.median(speedups):.2f}x the speed (median over cases)")
 
 
 def _noise(corrupted: np.ndarray, known: np.ndarray | None, task: Task, loss: Loss) -> float | None:

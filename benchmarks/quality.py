@@ -342,8 +342,7 @@ def load_clean(path: Path, size: int) -> np.ndarray:
     """Gray files (barbara) stay gray, as the paper scored them; everything else is RGB."""
     with Image.open(path) as image:
         gray = image.mode in ("1", "L", "LA", "I", "I;16")
-        side = size or min(image.size)
-    return load_square(path, side, mode="L" if gray else "RGB")
+    return load_square(path, size, mode="L" if gray else "RGB")
 
 
 def score(row: dict, image: np.ndarray, clean: np.ndarray, prefix: str = "") -> None:

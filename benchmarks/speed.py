@@ -40,8 +40,10 @@ VARIANT_FIELDS = {
 }
 
 
-def variant_settings(name: str) -> dict:
-    settings = {"sync_every": 1}  # the host waits for every step unless the variant says "sync"
+def variant_settings(name: str, *, sync_every: int = 1) -> dict:
+    """FitConfig fields of a variant name. By default the host waits for every step unless the variant says
+    "sync"; ``sync_every=0`` leaves that to the device, as a real run does."""
+    settings = {"sync_every": sync_every}
     for part in name.split("+"):
         if part not in VARIANT_FIELDS:
             raise SystemExit(f"unknown variant {part!r}; choose from {', '.join(VARIANT_FIELDS)} (join with +)")

@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/speed.py: a tiny case runs end to end and every row carries what the table reports.
+"""Smoke tests of benchmarks/speed.py (a tiny case runs end to end and every row carries what the table reports)
+and of the variants of benchmarks/early_stopping.py (a faster way of computing the steps, judged by its PSNR).
 
 Not a speed check: two timed steps of a 32 px image say nothing about speed. The GFLOP count is checked against
 a count made by hand, since it is the yardstick the README sets the step times against.
@@ -53,3 +54,16 @@ def test_gflop_count_is_forward_and_weight_gradient_at_two_flops_per_multiply_ad
     multiply_adds = 8 * 4 * 9 * 16 * 16  # of the forward; the weight gradient takes as many again
     # z, like the net's input in a fit, needs no gradient: no input gradient is computed, none is counted
     assert speed._gflop_per_step(conv, z) == pytest.approx(2 * 2 * multiply_adds / 1e9)
+
+
+def test_early_stopping_compares_variants_case_by_case(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    early_stopping = importlib.import_module("early_stopping")
+    argv = ["--images", "astronaut", "--corruptions", "gauss25", "--size", "32", "--cap", "3", "--preset", "light"]
+    argv += ["--variants", "plain,channels_last", "--threads", "1", "--track-every", "1"]
+
+    assert early_stopping.main(argv) == 0
+
+    out = capsys.readouterr().out
+    assert "# channels_last - plain, peak PSNR (output average), 1 cases" in out
+    assert "# channels_last / plain:" in out
