@@ -1,5 +1,6 @@
-"""Smoke tests of benchmarks/speed.py (a tiny case runs end to end and every row carries what the table reports)
-and of the variants of benchmarks/early_stopping.py (a faster way of computing the steps, judged by its PSNR).
+"""Smoke tests of benchmarks/speed.py (a tiny case runs end to end and every row carries what the table reports),
+of the variants of benchmarks/early_stopping.py (a faster way of computing the steps, judged by its PSNR) and
+of benchmarks/parallel.py (K images at once against one after another).
 
 Not a speed check: two timed steps of a 32 px image say nothing about speed. The GFLOP count is checked against
 a count made by hand, since it is the yardstick the README sets the step times against.
@@ -67,3 +68,18 @@ def test_early_stopping_compares_variants_case_by_case(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "# channels_last - plain, peak PSNR (output average), 1 cases" in out
     assert "# channels_last / plain:" in out
+
+
+def test_parallel_benchmark_fits_the_same_images_both_ways(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    parallel = importlib.import_module("parallel")
+    out = tmp_path / "parallel.json"
+    argv = ["--k", "1,2", "--size", "32", "--steps", "3", "--preset", "light", "--device", "cpu", "--threads", "1"]
+
+    assert parallel.main([*argv, "--json", str(out)]) == 0
+
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["k"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["largest_psnr_difference"] < 0.05  # three steps: rounding has had little time to grow
+        assert row["speedup"] == pytest.approx(row["sequential_seconds"] / row["parallel_seconds"])
