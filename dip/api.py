@@ -62,6 +62,7 @@ class Restoration:
     snapshots: list[Snapshot] = field(default_factory=list, repr=False)
     snapshot_dir: Path | None = None
     restarts: list[Restoration] = field(default_factory=list, repr=False)  # the fits averaged, when several
+    restarts_at_once: bool = False  # fitted together as one stacked net (equal to in turn up to rounding)
 
     def record(self) -> dict:
         """Everything needed to reproduce and judge the run, as plain JSON-able values."""
@@ -86,7 +87,11 @@ class Restoration:
             "versions": {"dip": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "threads": torch.get_num_threads(),
             **({"snapshot_dir": str(self.snapshot_dir)} if self.snapshot_dir is not None else {}),
-            **({"restarts": [_restart_record(r) for r in self.restarts]} if self.restarts else {}),
+            **(
+                {"restarts": [_restart_record(r) for r in self.restarts], "restarts_at_once": self.restarts_at_once}
+                if self.restarts
+                else {}
+            ),
         }
 
     def psnr_curve(self) -> list[tuple[int, float]]:
@@ -171,6 +176,7 @@ def restore(
     checkpoint_every: int = 0,
     resume: bool = False,
     restarts: int = 1,
+    restarts_at_once: bool | None = None,
 ) -> Restoration:
     """Restores one image. ``mask`` is a bool array (H, W) or an image file, True/white = known pixel.
 
@@ -187,6 +193,9 @@ def restore(
 
     ``restarts`` K > 1 fits K nets from different seeds (see ``restart_seed``), each with its own automatic stop,
     and returns the mean of their images (the paper's "2 restarts" averaging); not with snapshots or checkpoints.
+    ``restarts_at_once`` fits them together as one stacked net (dip.parallel, as ``restore_parallel``) rather than
+    one after another; None: together on a GPU, in turn elsewhere (on a 2-core CPU stacking gained nothing).
+    ``observe`` then sees the restarts' steps interleaved.
     """
     # The command line's explicit choices, applied to the preset below (and passed on as they are to each restart)
     overrides = dict(
@@ -197,6 +206,23 @@ def restore(
             raise UsageError(f"restarts must be at least 1, not {restarts}")
         if snapshots is not None or checkpoint is not None or resume:
             raise UsageError("restarts average several fits: they do not go with snapshots or checkpoints")
+        device = device if isinstance(device, torch.device) else resolve_device(device)
+        if restarts_at_once if restarts_at_once is not None else device.type == "cuda":
+            return _restarts_at_once(
+                _load(image),
+                restarts,
+                task=task,
+                mask=mask,
+                mask_invert=mask_invert,
+                preset=preset,
+                overrides=overrides,
+                seed=seed,
+                device=device,
+                reference=None if reference is None else _load(reference),
+                track_every=track_every,
+                observe=observe,
+                interrupt=interrupt,
+            )
         runs = [
             restore(
                 image,
@@ -312,7 +338,45 @@ def restore(
     )
 
 
-def _averaged(runs: list[Restoration], seed: int, reference) -> Restoration:
+def _restarts_at_once(
+    picture: Picture,
+    restarts: int,
+    *,
+    task,
+    mask,
+    mask_invert: bool,
+    preset,
+    overrides: dict,
+    seed: int,
+    device: torch.device,
+    reference: Picture | None,
+    track_every: int,
+    observe: Callable[[Step], None] | None,
+    interrupt: threading.Event | None,
+) -> Restoration:
+    """The restarts of ``restore`` as one stacked fit: each restart's image is the one it gets alone, up to
+    rounding (see dip.parallel)."""
+    task = choose_task(task, has_mask=mask is not None, source=picture.path)
+    chosen = with_overrides(
+        preset if isinstance(preset, Preset) else resolve_preset(preset, task, device.type), **overrides
+    )
+    runs = restore_parallel(
+        [picture] * restarts,
+        preset=chosen,
+        seeds=[restart_seed(seed, k) for k in range(restarts)],
+        task=task,
+        masks=[mask] * restarts,
+        mask_invert=mask_invert,
+        references=[reference] * restarts,
+        device=device,
+        track_every=track_every,
+        observe=None if observe is None else (lambda k, step: observe(step)),
+        interrupt=interrupt,
+    )
+    return _averaged(runs, seed, reference, at_once=True)
+
+
+def _averaged(runs: list[Restoration], seed: int, reference, *, at_once: bool = False) -> Restoration:
     """One Restoration whose image is the mean of the runs' images; the runs are kept in ``restarts``."""
     first = runs[0]
     interrupted = any(run.result.stop_reason == "interrupted" for run in runs)
@@ -338,7 +402,9 @@ def _averaged(runs: list[Restoration], seed: int, reference) -> Restoration:
             "peak_psnr": max(run.metrics["peak_psnr"] for run in runs),
             "peak_iteration": max(runs, key=lambda run: run.metrics["peak_psnr"]).metrics["peak_iteration"],
         }
-    return dataclasses.replace(first, picture=picture, result=result, seed=seed, metrics=metrics, restarts=runs)
+    return dataclasses.replace(
+        first, picture=picture, result=result, seed=seed, metrics=metrics, restarts=runs, restarts_at_once=at_once
+    )
 
 
 def _prepare(image, mask, mask_invert: bool, reference):

@@ -132,6 +132,14 @@ RestartsOption = Annotated[
     int, typer.Option(help="Fit K nets from different seeds, each stopped on its own, and average their images.")
 ]
 AnimateOption = Annotated[bool, typer.Option("--animate", help="Also write the snapshots as an animated GIF.")]
+RestartsAtOnceOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--restarts-at-once/--restarts-in-turn",
+        help="Fit the restarts together, as one stacked net, or one after another [default: together on a GPU].",
+        show_default=False,
+    ),
+]
 
 
 def _check_fit_options(iters, lr, loss, stop, window, patience, noise_floor) -> None:
@@ -231,6 +239,7 @@ def restore(
         bool, typer.Option("--report", help="Write <output stem>.report.html: sheet, curves, settings, metrics.")
     ] = False,
     restarts: RestartsOption = 1,
+    restarts_at_once: RestartsAtOnceOption = None,
     checkpoint_every: Annotated[
         int | None,
         typer.Option(help="Save the whole state of the fit to <output>.ckpt every N steps (and on interrupt)."),
@@ -324,6 +333,7 @@ def restore(
             checkpoint_every=checkpoint_every or 0,
             resume=resume,
             restarts=restarts,
+            restarts_at_once=restarts_at_once,
         )
         record = _write_restoration(
             restoration, picture, input, output, mask, reference, snapshots, zoom_box, animate, report
@@ -509,6 +519,7 @@ def batch(
     snapshots: SnapshotsOption = None,
     animate: AnimateOption = False,
     restarts: RestartsOption = 1,
+    restarts_at_once: RestartsAtOnceOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images that are already done.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first image that fails.")] = False,
     parallel: Annotated[
@@ -623,6 +634,7 @@ def batch(
             snapshot_dir=snapshot_dir,
             interrupt=signals.event,
             restarts=restarts,
+            restarts_at_once=restarts_at_once,
         )
         return write_one(job, restoration)
 

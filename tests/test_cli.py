@@ -366,3 +366,13 @@ def test_signal_with_checkpointing_writes_the_best_image_and_resume_continues(im
 def test_resume_without_a_checkpoint_is_a_one_line_error(capsys, images, tmp_path):
     code, _, err = run(capsys, "restore", images["noisy"], "-o", tmp_path / "x.png", "--resume", *FAST)
     assert code == 2 and err.count("\n") == 1 and "nothing to resume" in err
+
+
+@pytest.mark.parametrize("flag, at_once", [("--restarts-at-once", True), ("--restarts-in-turn", False), (None, False)])
+def test_restarts_at_once_or_in_turn_is_the_users_choice_and_on_record(capsys, images, tmp_path, flag, at_once):
+    args = ["restore", images["noisy"], "-o", tmp_path / "r.png", "--restarts", "2", "--json", "--stop", "off", *FAST]
+    code, out, err = run(capsys, *args, *([flag] if flag else []))
+    assert code == 0, err
+    record = json.loads(out)
+    # without the flag, the CPU fits them in turn: stacking gained nothing on a 2-core CPU
+    assert record["restarts_at_once"] is at_once and len(record["restarts"]) == 2

@@ -45,3 +45,19 @@ def test_restarts_refuse_what_they_cannot_average(tmp_path):
         restore(noisy, restarts=0)
     with pytest.raises(UsageError, match="snapshots or checkpoints"):
         restore(noisy, restarts=2, snapshots="log:2", snapshot_dir=tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")  # what switching oneDNN off says on a CPU build
+def test_restarts_at_once_give_the_restarts_in_turn():
+    noisy, clean = _pair()
+    settings = dict(preset="light", iterations=6, stop="off", reference=clean, seed=4, restarts=3)
+    seen = []
+    # the same kernels both ways (oneDNN picks others for the stacked net), so that only the summation order differs
+    with torch.backends.mkldnn.flags(enabled=False):
+        at_once = restore(noisy, restarts_at_once=True, observe=lambda step: seen.append(step.iteration), **settings)
+        in_turn = restore(noisy, restarts_at_once=False, **settings)
+    assert (at_once.result.image - in_turn.result.image).abs().max() < 1e-6
+    assert [r.seed for r in at_once.restarts] == [r.seed for r in in_turn.restarts]
+    assert at_once.metrics["psnr"] == pytest.approx(in_turn.metrics["psnr"], abs=1e-4)
+    assert sorted(seen) == sorted(list(range(1, 7)) * 3)  # every restart's every step, interleaved
+    assert (at_once.record()["restarts_at_once"], in_turn.record()["restarts_at_once"]) == (True, False)
