@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = {
         "device": args.device,
         "device_name": (
-            torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
+            torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor() or "cpu"
         ),
         "threads": args.threads,
         "torch": torch.__version__,
