@@ -232,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traces", type=Path, help="save every step's loss, PSNR and detector statistics here")
     parser.add_argument("--replay", type=Path, nargs="+", help="evaluate stopping settings on saved traces; no fitting")
     parser.add_argument("--replay-cap", type=int, help="with --replay: a real run's cap (default: the traces')")
+    parser.add_argument(
+        "--min-delta",
+        type=float,
+        default=0.0,
+        help="with --replay: count only minima this fraction below the best so far (not a rule dip uses)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     StopConfig(rule=args.rule)  # fail early on a bad rule
@@ -344,17 +350,20 @@ def replay(
     cap: int,
     losses: list[float] | None = None,
     loss_floor: float | None = None,
+    min_delta: float = 0.0,
 ) -> tuple[int | None, int]:
     """Where Detector.update would have fired and which iteration it would have returned (both 1-based).
 
     Mirrors the detector: a new minimum at or after the warm-up is recorded; the run stops ``patience`` steps
     after the last one, when the mean of the last LOSS_WINDOW ``losses`` falls below ``loss_floor`` (after the
     warm-up), or at ``cap``, where the best so far (or, with none, the last iterate) is returned.
+    ``min_delta`` > 0 tries a rule the detector does not have: only a minimum at least that fraction below the
+    best so far counts, so that a slow drift downwards neither moves the best iterate nor restarts the patience.
     """
     best_value, best_iteration = math.inf, None
     recent: list[float] = []
     for iteration, value in enumerate(statistic[:cap], start=1):
-        if iteration >= warmup and value < best_value:
+        if iteration >= warmup and value < best_value * (1 - min_delta):
             best_value, best_iteration = value, iteration
         if best_iteration is not None and iteration - best_iteration >= patience:
             return iteration, best_iteration
@@ -377,7 +386,7 @@ def replay_main(args) -> int:
     sources = ", ".join(map(str, args.replay))
     print(
         f"# replay of {sources}: {key}, warm-up {warmup}, patience {patience}, noise floor {noise_floor}, "
-        f"cap {args.replay_cap or 'all'}"
+        f"cap {args.replay_cap or 'all'}, min delta {args.min_delta}"
     )
     print(
         f"{'image':<10} {'corruption':<8} {'seed':>4} {'peak':>6} {'@':>5} {'det@':>5} {'best@':>5} {'gap':>5} "
@@ -393,7 +402,7 @@ def replay_main(args) -> int:
         clean = load_clean(case["image"], case["size"])
         noise = _noise(*corrupt(clean, case["corruption"], case["seed"]))
         floor = noise_floor * noise if noise is not None and noise_floor > 0 else None
-        detected, best = replay(trace[key], warmup, patience, cap, trace["loss"], floor)
+        detected, best = replay(trace[key], warmup, patience, cap, trace["loss"], floor, args.min_delta)
         row = dict(case)
         del row["trace"]
         for suffix, series in (("", trace["psnr"]), ("_average", trace["psnr_average"])):
