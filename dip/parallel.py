@@ -266,9 +266,12 @@ class _Stack:
             self.z = self.z.contiguous(memory_format=torch.channels_last)
         self.save()
 
+    def _copy(self) -> tuple[dict, dict]:
+        weights = {name: v.detach().clone() for name, v in self.net.state_dict().items()}
+        return weights, copy.deepcopy(self.optimizer.state_dict())
+
     def save(self) -> None:
-        self.saved_weights = {name: v.detach().clone() for name, v in self.net.state_dict().items()}
-        self.saved_optimizer = copy.deepcopy(self.optimizer.state_dict())
+        self.saved_weights, self.saved_optimizer = self._copy()
 
     def keep(self, blocks: list[int]) -> _Stack | None:
         """The stack of the images at ``blocks`` alone, each carrying on exactly where it was; None for none."""
@@ -283,15 +286,17 @@ class _Stack:
         kept.saved_optimizer = select_state(self.saved_optimizer, k, blocks)
         return kept
 
-    def solo_session(self, block: int, iteration: int) -> FitSession:
+    def solo_session(self, block: int, iteration: int, healthy: tuple[dict, dict]) -> FitSession:
         """A single fit's session for the image at ``block``, whose loss at ``iteration`` was unhealthy, rolled
-        back as its single fit's guard does it: last healthy weights and Adam state, halved learning rate."""
+        back as its single fit's guard does it: from ``healthy`` (the stack's weights and Adam state that the
+        image last judged healthy), with a halved learning rate."""
         image, k = self.images[block], self.net.k
+        weights, optimizer = healthy
         session = FitSession(unstack(self.net, [block])[0], self.cfg, image.jitter)
         session.guard.load_state_dict(
             {
-                "weights": select_state(self.saved_weights, k, [block]),
-                "optimizer": select_state(self.saved_optimizer, k, [block]),
+                "weights": select_state(weights, k, [block]),
+                "optimizer": select_state(optimizer, k, [block]),
                 "loss_average": image.health.loss_average,
                 "rollbacks": image.health.rollbacks,
             }
@@ -300,48 +305,73 @@ class _Stack:
         session.guard.roll_back()
         return session
 
-    def step(self, iteration: int, run: _Run) -> _Stack | None:
-        """One optimiser step of every image, as iterate() takes it; returns the stack of those not finished."""
+    def run_block(self, first: int, count: int, run: _Run) -> _Stack | None:
+        """Steps ``first`` to ``first + count - 1`` of every image, queued back to back as iterate() queues a
+        block, then judged in order once their losses are read; returns the stack of the images not finished.
+
+        An image whose loss blew up leaves the stack, its later steps in the block dropped, and goes on alone
+        from the copy it last judged healthy; an image whose detector fired leaves with its result. The nets
+        share no weight, so neither changes what the other images' steps computed.
+        """
         cfg, images, z = self.cfg, self.images, self.z
-        net_input = z
-        if cfg.reg_noise_std > 0:
-            # Each image's own generator makes the draw its single fit makes at this step.
-            draws = [
-                torch.randn(image.z.shape, generator=image.jitter, device=z.device, dtype=z.dtype) for image in images
-            ]
-            net_input = z + cfg.reg_noise_std * stack_inputs(draws)
-        self.optimizer.zero_grad(set_to_none=True)
         height, width = images[0].observation.y.shape[-2:]
-        output = crop_to(self.forward(net_input), height, width).float()
-        xs = [x.contiguous() for x in unstack_output(output, len(images))]
-        losses = [image.observation.loss(x, cfg.loss) for image, x in zip(images, xs, strict=True)]
-        values = torch.stack([loss.detach() for loss in losses]).tolist()  # one device sync for all the images
-        healthy = [b for b, image in enumerate(images) if image.health.healthy(iteration, values[b])]
-        for block in (b for b in range(len(images)) if b not in healthy):
-            try:  # from the copy made before this step: the saving below must come after
-                images[block].solo = self.solo_session(block, iteration)
-            except Diverged:
-                if images[block].last is None:
-                    raise
-                run.finish(images[block], "diverged")
-        if not healthy:
+        averages_before = [image.average for image in images]
+        staged: dict[int, tuple[dict, dict]] = {}  # copies taken before an update, awaiting their verdict
+        queued = []
+        for iteration in range(first, first + count):
+            net_input = z
+            if cfg.reg_noise_std > 0:
+                # Each image's own generator makes the draw its single fit makes at this step.
+                draws = [
+                    torch.randn(image.z.shape, generator=image.jitter, device=z.device, dtype=z.dtype)
+                    for image in images
+                ]
+                net_input = z + cfg.reg_noise_std * stack_inputs(draws)
+            self.optimizer.zero_grad(set_to_none=True)
+            output = crop_to(self.forward(net_input), height, width).float()
+            xs = [x.contiguous() for x in unstack_output(output, len(images))]
+            losses = torch.stack([image.observation.loss(x, cfg.loss) for image, x in zip(images, xs, strict=True)])
+            if iteration % cfg.guard_every == 0:
+                staged[iteration] = self._copy()  # the state that gave these losses
+            lr = self.optimizer.param_groups[0]["lr"]
+            # Net k's weights get image k's gradient alone: the nets share no weight, and a sum passes gradients
+            # as they are (a NaN loss spoils its own net only).
+            losses.sum().backward()
+            self.optimizer.step()
+            averages = []
+            for image, x in zip(images, xs, strict=True):
+                x = x.detach()
+                if cfg.average is not None:
+                    image.average = x if image.average is None else image.average * cfg.average + x * (1 - cfg.average)
+                averages.append(image.average)
+            queued.append((iteration, losses.detach(), [x.detach() for x in xs], averages, lr))
+        values = torch.stack([entry[1] for entry in queued]).tolist()  # the block's one wait for the device
+
+        judged = list(range(len(images)))  # images still taking this block's steps
+        for position, (iteration, _, xs, averages, lr) in enumerate(queued):
+            for block in list(judged):
+                image, value = images[block], values[position][block]
+                if not image.health.healthy(iteration, value):
+                    judged.remove(block)
+                    earlier = [i for i in staged if i < iteration]
+                    healthy = staged[max(earlier)] if earlier else (self.saved_weights, self.saved_optimizer)
+                    image.average = queued[position - 1][3][block] if position else averages_before[block]
+                    try:
+                        image.solo = self.solo_session(block, iteration, healthy)
+                    except Diverged:
+                        if image.last is None:
+                            raise
+                        run.finish(image, "diverged")
+                    continue
+                image.health.accept(iteration, value)
+                step = Step(iteration, value, xs[block], averages[block], lr, image.health.rollbacks)
+                if run.record(image, step):
+                    judged.remove(block)
+        if staged:  # every image still in the stack judged all of this block's steps healthy
+            self.saved_weights, self.saved_optimizer = staged[max(staged)]
+        if not judged:
             return None
-        for block in healthy:
-            images[block].health.accept(iteration, values[block])
-        if iteration % cfg.guard_every == 0:  # before the update, as _Guard.accept keeps the state just judged
-            self.save()
-        # Net k's weights get image k's gradient alone: the nets share no weight, and a sum passes gradients as is.
-        torch.stack([losses[b] for b in healthy]).sum().backward()
-        self.optimizer.step()
-        lr = self.optimizer.param_groups[0]["lr"]
-        carrying_on = []
-        for block in healthy:
-            image, x = images[block], xs[block].detach()
-            if cfg.average is not None:
-                image.average = x if image.average is None else image.average * cfg.average + x * (1 - cfg.average)
-            if not run.record(image, Step(iteration, values[block], x, image.average, lr, image.health.rollbacks)):
-                carrying_on.append(block)
-        return self if len(carrying_on) == len(images) else self.keep(carrying_on)
+        return self if len(judged) == len(images) else self.keep(judged)
 
 
 def fit_parallel(
@@ -363,7 +393,9 @@ def fit_parallel(
     An image whose detector fires is finished and leaves the stack, so that the others run faster. An image whose
     loss blows up leaves it too and is finished alone afterwards, from its own last healthy state with a halved
     learning rate, as its single fit's guard does it; the other images are not rolled back. ``observe(k, step)``
-    sees every step of image k. Ctrl-C ends the run and returns every unfinished image's best image so far.
+    sees every step of image k. As in a single fit, the losses are read on the host once per block of
+    ``fit_cfg.sync_interval`` steps (1 on the CPU), which the device computes back to back.
+    Ctrl-C ends the run and returns every unfinished image's best image so far.
     ``seconds`` in a result is the time from the start of the whole run to that image's end.
     """
     count = len(observations)
@@ -395,11 +427,13 @@ def fit_parallel(
     ]
     stack: _Stack | None = _Stack(nets.to(device).train(), list(images), fit_cfg)
     run = _Run(fit_cfg, observe)
+    block_size = fit_cfg.sync_interval(device.type)
     try:
-        for iteration in range(1, fit_cfg.iterations + 1):
-            stack = stack.step(iteration, run)
-            if stack is None:
-                break
+        taken = 0
+        while stack is not None and taken < fit_cfg.iterations:
+            count = min(block_size, fit_cfg.iterations - taken)
+            stack = stack.run_block(taken + 1, count, run)
+            taken += count
         for image in images:
             if image.result is None and image.solo is None:
                 run.finish(image, "cap")

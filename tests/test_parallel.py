@@ -87,6 +87,16 @@ def test_a_blow_up_in_one_net_stays_in_that_net():
 
 
 @same_kernels
+def test_losses_read_in_blocks_change_nothing():
+    observations = _observations()
+    with torch.backends.mkldnn.flags(enabled=False):
+        step_by_step = fit_parallel(observations, TINY, FitConfig(iterations=11), seeds=SEEDS)
+        in_blocks = fit_parallel(observations, TINY, FitConfig(iterations=11, sync_every=4), seeds=SEEDS)
+    for one, other in zip(step_by_step, in_blocks, strict=True):
+        assert torch.equal(one.image, other.image) and one.losses == other.losses
+
+
+@same_kernels
 def test_parallel_fit_gives_each_image_its_single_fit():
     observations = _observations()
     cfg = FitConfig(iterations=20)
@@ -114,9 +124,10 @@ def test_the_stack_is_computed_in_the_configured_memory_layout():
 
 
 @same_kernels
-def test_each_image_stops_where_its_single_fit_stops():
+@pytest.mark.parametrize("sync_every", [1, 4])
+def test_each_image_stops_where_its_single_fit_stops(sync_every):
     observations = _observations()
-    cfg = FitConfig(iterations=30)
+    cfg = FitConfig(iterations=30, sync_every=sync_every)
 
     def detectors():
         return [
@@ -161,12 +172,16 @@ class _BlowsUp(Observation):
 
 
 @same_kernels
-def test_a_blow_up_rolls_back_only_its_image():
-    cfg = FitConfig(iterations=20, guard_every=5)
+@pytest.mark.parametrize("sync_every, bad_call", [(1, 8), (4, 8), (4, 9), (7, 12)])
+def test_a_blow_up_rolls_back_only_its_image(sync_every, bad_call):
+    # With blocks of several steps the blow-up is found only when the block's losses are read: the image's
+    # later steps in the block are dropped and it goes on alone from its last healthy copy, as its single fit
+    # with the same blocks does (8: the last step of a block of 4 after the copy at 5; 9: a block's first step).
+    cfg = FitConfig(iterations=20, guard_every=5, sync_every=sync_every)
 
     def observations():
         plain = _observations()
-        return [plain[0], _BlowsUp(plain[1].y, bad_calls=frozenset({8})), plain[2]]
+        return [plain[0], _BlowsUp(plain[1].y, bad_calls=frozenset({bad_call})), plain[2]]
 
     with torch.backends.mkldnn.flags(enabled=False):
         results = fit_parallel(observations(), TINY, cfg, seeds=SEEDS)
