@@ -334,17 +334,17 @@ class _Stack:
             if iteration % cfg.guard_every == 0:
                 staged[iteration] = self._copy()  # the state that gave these losses
             lr = self.optimizer.param_groups[0]["lr"]
-            # Net k's weights get image k's gradient alone: the nets share no weight, and a sum passes gradients
-            # as they are (a NaN loss spoils its own net only).
+            # Net k's weights get image k's gradient alone: the nets share no weight, a sum passes gradients as
+            # they are, and a grouped convolution never mixes its groups, so a NaN loss spoils its own net only.
             losses.sum().backward()
             self.optimizer.step()
+            xs = [x.detach() for x in xs]
             averages = []
             for image, x in zip(images, xs, strict=True):
-                x = x.detach()
                 if cfg.average is not None:
                     image.average = x if image.average is None else image.average * cfg.average + x * (1 - cfg.average)
                 averages.append(image.average)
-            queued.append((iteration, losses.detach(), [x.detach() for x in xs], averages, lr))
+            queued.append((iteration, losses.detach(), xs, averages, lr))
         values = torch.stack([entry[1] for entry in queued]).tolist()  # the block's one wait for the device
 
         judged = list(range(len(images)))  # images still taking this block's steps
