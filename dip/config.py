@@ -213,7 +213,7 @@ PAPER_INPAINT = Preset(
 LIGHT_STOP = StopConfig(cap=2000, window=200, patience=500, warmup=300)
 # A narrow net for CPUs: the paper's nets need about 2 s a step at 256 px on two cores. Measured against the
 # paper's presets (README, "How fast is it?"): equal PSNR at 64 px; on F16 at 256 px 9.2x sooner than the
-# paper preset and 0.52 dB lower, 3-4x faster to equal PSNR; still improving at its 2000-step cap there.
+# paper preset and 0.52 dB lower, 3.3-4.4x faster to equal PSNR; still improving at its 2000-step cap there.
 LIGHT_DENOISE = Preset(
     "light-denoise",
     "CPU: 5 scales x 32 ch, 4 skip ch, 16-ch input, 1200 steps (--stop off), output averaging",
