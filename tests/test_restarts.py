@@ -61,3 +61,5 @@ def test_restarts_at_once_give_the_restarts_in_turn():
     assert at_once.metrics["psnr"] == pytest.approx(in_turn.metrics["psnr"], abs=1e-4)
     assert sorted(seen) == sorted(list(range(1, 7)) * 3)  # every restart's every step, interleaved
     assert (at_once.record()["restarts_at_once"], in_turn.record()["restarts_at_once"]) == (True, False)
+    assert at_once.result.seconds == max(r.result.seconds for r in at_once.restarts)
+    assert in_turn.result.seconds == pytest.approx(sum(r.result.seconds for r in in_turn.restarts))
