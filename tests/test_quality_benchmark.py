@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/quality.py: it runs end to end on a tiny case and writes what it promises.
+"""Smoke tests of benchmarks/quality.py and benchmarks/restarts.py: each runs end to end on a tiny case and
+writes what it promises.
 
 Not a quality check: dip gets two steps, so its numbers mean nothing here. BM3D, OpenCV and PyWavelets are
 optional; the test passes with or without them, and checks that the missing ones are named, not silently dropped.
@@ -9,8 +10,10 @@ from __future__ import annotations
 import csv
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -73,3 +76,34 @@ def test_tiny_run_writes_one_row_per_case_and_a_table(quality, tmp_path, capsys)
 def test_unknown_task_is_refused_with_the_known_ones(quality):
     with pytest.raises(SystemExit, match="gauss25"):
         quality.main(["--tasks", "gauss24", "--images", "astronaut"])
+
+
+@pytest.fixture
+def restarts(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module("restarts")
+
+
+def test_every_symmetry_is_undone_by_its_inverse_and_the_eight_differ(restarts):
+    rng = np.random.default_rng(0)
+    image = rng.random((6, 4, 3), dtype=np.float32)  # not square: quarter turns change the shape
+    views = [restarts.to_view(image, k) for k in range(restarts.SYMMETRIES)]
+
+    for k, view in enumerate(views):
+        np.testing.assert_array_equal(restarts.from_view(view, k), image)
+    assert len({view.tobytes() + bytes(view.shape) for view in views}) == restarts.SYMMETRIES
+    # the "4 mirrors" group keeps the shape, so its fits could be stacked for a non-square image
+    mirrors = [int(label[1:]) for label in restarts.groups(2)["4 mirrors"]]
+    assert all(views[k].shape == image.shape for k in mirrors)
+
+
+def test_restarts_benchmark_tiny_run_scores_every_group(restarts, tmp_path, capsys):
+    argv = ["--images", "astronaut", "--size", "32", "--seeds", "2", "--iters", "3", "--out", str(tmp_path)]
+
+    assert restarts.main(argv) == 0
+
+    saved = np.load(tmp_path / "astronaut.npz")
+    assert {"clean", "noisy", "s1", *(f"v{k}" for k in range(8))} <= set(saved.files)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(restarts.groups(2)) <= set(summary["mean"])
+    assert "| **mean** |" in capsys.readouterr().out
