@@ -16,7 +16,7 @@ import torch
 from . import __version__
 from .checkpoint import fingerprint_of, load_checkpoint, save_checkpoint  # save_checkpoint: patched by a benchmark
 from .config import Loss, Preset, Task, resolve_preset, with_overrides
-from .degradations import Observation
+from .degradations import Observation, is_scattered
 from .device import resolve_device
 from .errors import DeviceError, InputError, UsageError
 from .fit import FitResult, Step, fit
@@ -245,11 +245,12 @@ def restore(
     source = image.path if isinstance(image, Picture) else Path(image)
     task = choose_task(task, has_mask=mask is not None, source=source)
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    chosen = with_overrides(
-        preset if isinstance(preset, Preset) else resolve_preset(preset, task, device.type), **overrides
-    )
-
     picture, y, mask_tensor, reference_picture = _prepare(image, mask, mask_invert, reference)
+    scattered = mask_tensor is not None and is_scattered(mask_tensor[0, 0].numpy() > 0)
+    chosen = with_overrides(
+        preset if isinstance(preset, Preset) else resolve_preset(preset, task, device.type, scattered_mask=scattered),
+        **overrides,
+    )
 
     schedule = None
     if snapshots is not None:
@@ -357,9 +358,10 @@ def _restarts_at_once(
     """The restarts of ``restore`` as one stacked fit: each restart's image is the one it gets alone, up to
     rounding (see dip.parallel)."""
     task = choose_task(task, has_mask=mask is not None, source=picture.path)
-    chosen = with_overrides(
-        preset if isinstance(preset, Preset) else resolve_preset(preset, task, device.type), **overrides
-    )
+    if not isinstance(preset, Preset):
+        scattered = scattered_mask(mask, picture, mask_invert)
+        preset = resolve_preset(preset, task, device.type, scattered_mask=scattered)
+    chosen = with_overrides(preset, **overrides)
     runs = restore_parallel(
         [picture] * restarts,
         preset=chosen,
@@ -406,6 +408,15 @@ def _averaged(runs: list[Restoration], seed: int, reference, *, at_once: bool = 
     return dataclasses.replace(
         first, picture=picture, result=result, seed=seed, metrics=metrics, restarts=runs, restarts_at_once=at_once
     )
+
+
+def scattered_mask(mask, image, mask_invert: bool = False) -> bool:
+    """Whether a mask (file or bool array, or None) leaves pixels missing here and there rather than in strokes
+    or holes (dip.degradations.is_scattered): a family preset then takes its -scattered variant."""
+    if mask is None:
+        return False
+    _, _, mask_tensor, _ = _prepare(image, mask, mask_invert, None)
+    return is_scattered(mask_tensor[0, 0].numpy() > 0)
 
 
 def _prepare(image, mask, mask_invert: bool, reference):

@@ -276,7 +276,7 @@ def restore(
     if snapshots is None and snapshot_dir is not None:
         raise UsageError("--snapshot-dir needs --snapshots SPEC (e.g. log:12)")
 
-    from .api import choose_task
+    from .api import choose_task, scattered_mask
     from .api import restore as run_restore
     from .config import resolve_preset, with_overrides
     from .device import resolve_device
@@ -286,8 +286,10 @@ def restore(
     # Everything the command line can get wrong is checked before the (long) fit starts.
     chosen_task = choose_task(task, has_mask=mask is not None, source=input)
     chosen_device = resolve_device(device)
+    picture = read_image(input)
+    scattered = scattered_mask(mask, picture, mask_invert)
     chosen = with_overrides(
-        resolve_preset(preset, chosen_task, chosen_device.type),
+        resolve_preset(preset, chosen_task, chosen_device.type, scattered_mask=scattered),
         iterations=iters,
         lr=lr,
         loss=loss,
@@ -301,7 +303,6 @@ def restore(
 
         # the sheet, the animation and the report are made from snapshots
         snapshots = f"log:{min(DEFAULT_LOG_COUNT, chosen.fit.iterations)}"
-    picture = read_image(input)
     zoom_box = None
     if snapshots is not None:
         from .snapshots import check_folder, default_folder, parse_schedule
@@ -567,7 +568,7 @@ def batch(
 
     import time
 
-    from .api import choose_task, restore_parallel
+    from .api import choose_task, restore_parallel, scattered_mask
     from .api import restore as run_restore
     from .batch import Abandoned, Shard, discover, run_jobs
     from .config import resolve_preset, with_overrides
@@ -601,9 +602,12 @@ def batch(
     )
     # Checked once for the whole folder rather than failing every image the same way.
     for job_task in {choose_task(task, has_mask=j.mask is not None, source=j.source) for j in jobs if not j.problem}:
-        chosen = with_overrides(resolve_preset(preset, job_task, chosen_device.type), **settings)
-        if snapshots is not None:
-            parse_schedule(snapshots, chosen.fit.iterations)
+        for scattered in (False, True) if job_task == "inpaint" else (False,):
+            chosen = with_overrides(
+                resolve_preset(preset, job_task, chosen_device.type, scattered_mask=scattered), **settings
+            )
+            if snapshots is not None:
+                parse_schedule(snapshots, chosen.fit.iterations)
     group = _join_process_group(shard)
 
     folder_progress = _FolderProgress(len(jobs), enabled=not quiet and shard.rank == 0)
@@ -614,14 +618,18 @@ def batch(
         if signals.event.is_set():  # a signal came between two images: do not start another
             raise Abandoned
         job_task = choose_task(task, has_mask=job.mask is not None, source=job.source)
-        chosen = with_overrides(resolve_preset(preset, job_task, chosen_device.type), **settings)
+        picture = read_image(job.source)
+        scattered = scattered_mask(job.mask, picture, mask_invert)
+        chosen = with_overrides(
+            resolve_preset(preset, job_task, chosen_device.type, scattered_mask=scattered), **settings
+        )
         folder_progress.start_image(job.name, chosen.fit.iterations)
         snapshot_dir = None
         if snapshots is not None:
             snapshot_dir = default_folder(job.output)
             check_folder(snapshot_dir, overwrite=True)  # leftovers of an attempt that did not finish
         restoration = run_restore(
-            job.source,
+            picture,
             task=job_task,
             mask=job.mask,
             mask_invert=mask_invert,
@@ -664,13 +672,16 @@ def batch(
         for job in chunk:
             try:
                 job_task = choose_task(task, has_mask=job.mask is not None, source=job.source)
-                shape = read_image(job.source).pixels.shape
+                picture = read_image(job.source)
+                scattered = scattered_mask(job.mask, picture, mask_invert)
             except DipError as error:
                 outcomes[job.name] = error
                 continue
-            groups.setdefault((job_task, shape), []).append(job)
-        for (job_task, _shape), members in groups.items():
-            chosen = with_overrides(resolve_preset(preset, job_task, chosen_device.type), **settings)
+            groups.setdefault((job_task, picture.pixels.shape, scattered), []).append(job)
+        for (job_task, _shape, scattered), members in groups.items():
+            chosen = with_overrides(
+                resolve_preset(preset, job_task, chosen_device.type, scattered_mask=scattered), **settings
+            )
             folder_progress.start_image(f"{len(members)} x {members[0].name}", chosen.fit.iterations)
             try:
                 restorations = restore_parallel(

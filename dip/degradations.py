@@ -53,6 +53,29 @@ def data_loss(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, kind:
     return torch.where(weights > 0, error, torch.zeros_like(error)).sum() / weights.sum()
 
 
+# Below this, a mask's holes are taken for scattered pixels: the chance that a missing pixel's neighbour is missing
+# too, less the chance for any pixel, over what it could be above it (0 for pixels dropped at random, 1 for one
+# solid hole). Measured: random drops of 2-98 % -0.02-0.004; kate's text strokes 0.72 at 64 px and 0.81 at
+# 512; the paper's vase and library holes 0.76-0.98.
+SCATTERED_BELOW = 0.2
+
+
+def is_scattered(known: np.ndarray) -> bool:
+    """Whether the missing pixels of a mask (bool (H, W), True = known) lie about singly, as in the paper's
+    Barbara, rather than in strokes or holes."""
+    missing = ~np.asarray(known, dtype=bool)
+    fraction = missing.mean()
+    if fraction in (0.0, 1.0):
+        return False
+    neighbours = [(missing[:, 1:], missing[:, :-1]), (missing[1:, :], missing[:-1, :])]
+    both = sum(int((a & b).sum()) for a, b in neighbours)
+    first = sum(int(b.sum()) for _, b in neighbours)
+    if first == 0:  # one column or row of pixels: nothing to judge by
+        return False
+    together = both / first
+    return (together - fraction) / (1.0 - fraction) < SCATTERED_BELOW
+
+
 # --- making corrupted images for experiments -------------------------------------------------------------
 
 

@@ -35,6 +35,18 @@ def test_restore_takes_a_picture_and_a_mask_array():
         dip.restore(picture, mask=known[:10], **FAST)
 
 
+def test_pixels_missing_here_and_there_take_the_scattered_preset_and_holes_the_inpainting_one():
+    picture = Picture(small_image(32), None, 8, "RGB", None)
+    scattered = np.random.default_rng(0).random((32, 32)) > 0.5
+    hole = np.ones((32, 32), bool)
+    hole[8:16, 8:16] = False
+    for restarts in (1, 2):
+        assert dip.restore(picture, mask=scattered, restarts=restarts, **FAST).preset.name == "light-scattered"
+    assert dip.restore(picture, mask=hole, **FAST).preset.name == "light-inpaint"
+    # a preset named outright is kept whatever the mask
+    assert dip.restore(picture, mask=scattered, preset="light-inpaint", iterations=3).preset.name == "light-inpaint"
+
+
 def test_jpeg_input_defaults_to_the_jpeg_task(tmp_path):
     write_image(tmp_path / "photo.jpg", Picture(small_image(32), None, 8, "RGB", None))
     assert dip.restore(tmp_path / "photo.jpg", **FAST).task.value == "jpeg"
@@ -73,3 +85,12 @@ def test_the_noise_floor_is_armed_for_noise_the_l2_loss_models_and_nowhere_else(
     assert dip.restore(picture, task="jpeg", **FAST).record()["noise_floor_loss"] is None
     assert dip.restore(picture, loss="l1", **FAST).record()["noise_floor_loss"] is None
     assert dip.restore(picture, stop="off", **FAST).record()["noise_floor_loss"] is None
+
+
+def test_family_names_pick_the_scattered_variant_for_inpainting_only():
+    from dip.config import resolve_preset
+
+    assert resolve_preset("auto", "inpaint", "cuda", scattered_mask=True).name == "paper-scattered"
+    assert resolve_preset("auto", "inpaint", "cpu", scattered_mask=True).name == "light-scattered"
+    assert resolve_preset("paper", "inpaint", "cpu").name == "paper-inpaint"
+    assert resolve_preset("light", "denoise", "cpu", scattered_mask=True).name == "light-denoise"

@@ -83,11 +83,20 @@ def test_inpainting_with_mask_and_inverted_mask(capsys, images, tmp_path):
         capsys, "restore", images["noisy"], "--mask", images["mask"], "-o", tmp_path / "a.png", "--json", *FAST
     )
     assert code == 0, err
-    assert json.loads(out)["task"] == "inpaint"
+    assert json.loads(out)["task"] == "inpaint" and json.loads(out)["preset"] == "light-inpaint"
     code, _, err = run(
         capsys, "restore", images["noisy"], "--mask", images["mask"], "--mask-invert", "-o", tmp_path / "b.png", *FAST
     )
     assert code == 0, err
+
+
+def test_a_mask_of_pixels_dropped_at_random_takes_the_scattered_preset(capsys, images, tmp_path):
+    code, _, _ = run(capsys, "degrade", images["clean"], "-o", tmp_path / "d.png", "--drop", "0.5", "--seed", "3")
+    assert code == 0
+    masked = ("--mask", tmp_path / "d_mask.png")
+    code, out, err = run(capsys, "restore", tmp_path / "d.png", *masked, "-o", tmp_path / "r.png", "--json", *FAST)
+    assert code == 0, err
+    assert json.loads(out)["preset"] == "light-scattered"
 
 
 def test_degrade_makes_each_corruption(capsys, images, tmp_path):

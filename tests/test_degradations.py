@@ -6,7 +6,15 @@ import torch
 from PIL import Image
 
 from dip.config import Loss
-from dip.degradations import Observation, add_gaussian_noise, data_loss, drop_pixels, jpeg_bytes, jpeg_compress
+from dip.degradations import (
+    Observation,
+    add_gaussian_noise,
+    data_loss,
+    drop_pixels,
+    is_scattered,
+    jpeg_bytes,
+    jpeg_compress,
+)
 from dip.errors import UsageError
 
 
@@ -105,3 +113,27 @@ def test_salt_and_pepper_hits_the_fraction_with_black_and_white():
     assert hit.mean() == pytest.approx(0.3, abs=0.02)
     assert set(np.unique(noisy[hit])) == {0.0, 1.0}
     assert np.all(noisy[hit].min(axis=1) == noisy[hit].max(axis=1))  # all channels alike
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.5, 0.98])
+def test_pixels_dropped_at_random_are_scattered(fraction):
+    _, known = drop_pixels(np.zeros((64, 64, 3), np.float32), fraction, np.random.default_rng(0))
+    assert is_scattered(known)
+
+
+def _strokes() -> np.ndarray:
+    known = np.ones((64, 64), bool)
+    known[10:12, 5:60] = False  # a line of text two pixels thick
+    known[20:50, 30] = False  # a scratch one pixel wide
+    return known
+
+
+def _hole() -> np.ndarray:
+    known = np.ones((64, 64), bool)
+    known[20:40, 25:45] = False
+    return known
+
+
+@pytest.mark.parametrize("known", [_strokes(), _hole(), np.ones((8, 8), bool), np.zeros((8, 8), bool)])
+def test_strokes_holes_and_masks_with_nothing_or_everything_missing_are_not_scattered(known):
+    assert not is_scattered(known)
