@@ -45,7 +45,7 @@ from PIL import Image
 
 from dip import degradations
 from dip.config import Loss, StopConfig, Task, resolve_preset
-from dip.degradations import Observation
+from dip.degradations import Observation, is_scattered
 from dip.fit import iterate
 from dip.metrics import psnr
 from dip.nets import build_net, make_input
@@ -113,7 +113,9 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 def run_case(clean: np.ndarray, corruption: str, seed: int, args, variant: str = "plain") -> dict:
     corrupted, known, task, loss = corrupt(clean, corruption, seed)
-    preset = resolve_preset(args.preset, task, "cpu" if args.device == "cpu" else args.device)
+    # the preset dip itself would pick: a mask of scattered pixels (drop50) takes the -scattered net
+    scattered = known is not None and is_scattered(known)
+    preset = resolve_preset(args.preset, task, "cpu" if args.device == "cpu" else args.device, scattered_mask=scattered)
     # The average is always computed (it does not change the optimisation), so that both candidates for the
     # returned image, raw iterate and output average, are measured on every case.
     fit_cfg = replace(

@@ -207,13 +207,15 @@ def restore(
         if snapshots is not None or checkpoint is not None or resume:
             raise UsageError("restarts average several fits: they do not go with snapshots or checkpoints")
         device = device if isinstance(device, torch.device) else resolve_device(device)
+        # read once for every restart: a mask's warnings are shown once, not once per restart
+        image = _load(image)
+        mask = read_known(mask, image, mask_invert)
         if restarts_at_once if restarts_at_once is not None else device.type == "cuda":
             return _restarts_at_once(
-                _load(image),
+                image,
                 restarts,
                 task=task,
                 mask=mask,
-                mask_invert=mask_invert,
                 preset=preset,
                 overrides=overrides,
                 seed=seed,
@@ -228,7 +230,6 @@ def restore(
                 image,
                 task=task,
                 mask=mask,
-                mask_invert=mask_invert,
                 preset=preset,
                 **overrides,
                 seed=restart_seed(seed, k),
@@ -246,11 +247,10 @@ def restore(
     task = choose_task(task, has_mask=mask is not None, source=source)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     picture, y, mask_tensor, reference_picture = _prepare(image, mask, mask_invert, reference)
-    scattered = mask_tensor is not None and is_scattered(mask_tensor[0, 0].numpy() > 0)
-    chosen = with_overrides(
-        preset if isinstance(preset, Preset) else resolve_preset(preset, task, device.type, scattered_mask=scattered),
-        **overrides,
-    )
+    if not isinstance(preset, Preset):
+        known = None if mask_tensor is None else mask_tensor[0, 0].numpy() > 0
+        preset = resolve_preset(preset, task, device.type, scattered_mask=scattered(known))
+    chosen = with_overrides(preset, **overrides)
 
     schedule = None
     if snapshots is not None:
@@ -344,8 +344,7 @@ def _restarts_at_once(
     restarts: int,
     *,
     task,
-    mask,
-    mask_invert: bool,
+    mask: np.ndarray | None,
     preset,
     overrides: dict,
     seed: int,
@@ -359,8 +358,7 @@ def _restarts_at_once(
     rounding (see dip.parallel)."""
     task = choose_task(task, has_mask=mask is not None, source=picture.path)
     if not isinstance(preset, Preset):
-        scattered = scattered_mask(mask, picture, mask_invert)
-        preset = resolve_preset(preset, task, device.type, scattered_mask=scattered)
+        preset = resolve_preset(preset, task, device.type, scattered_mask=scattered(mask))
     chosen = with_overrides(preset, **overrides)
     runs = restore_parallel(
         [picture] * restarts,
@@ -368,7 +366,6 @@ def _restarts_at_once(
         seeds=[restart_seed(seed, k) for k in range(restarts)],
         task=task,
         masks=[mask] * restarts,
-        mask_invert=mask_invert,
         references=[reference] * restarts,
         device=device,
         track_every=track_every,
@@ -410,13 +407,19 @@ def _averaged(runs: list[Restoration], seed: int, reference, *, at_once: bool = 
     )
 
 
-def scattered_mask(mask, image, mask_invert: bool = False) -> bool:
-    """Whether a mask (file or bool array, or None) leaves pixels missing here and there rather than in strokes
-    or holes (dip.degradations.is_scattered): a family preset then takes its -scattered variant."""
+def read_known(mask, image, mask_invert: bool = False) -> np.ndarray | None:
+    """A mask (file or bool array, or None) as a bool array (H, W), True = known, checked against the image. Read
+    once and passed on as the array, so that a mask's warnings are shown once."""
     if mask is None:
-        return False
+        return None
     _, _, mask_tensor, _ = _prepare(image, mask, mask_invert, None)
-    return is_scattered(mask_tensor[0, 0].numpy() > 0)
+    return mask_tensor[0, 0].numpy() > 0
+
+
+def scattered(known: np.ndarray | None) -> bool:
+    """Whether a mask leaves pixels missing here and there rather than in strokes or holes
+    (dip.degradations.is_scattered): a family preset then takes its -scattered variant."""
+    return known is not None and is_scattered(known)
 
 
 def _prepare(image, mask, mask_invert: bool, reference):

@@ -276,7 +276,7 @@ def restore(
     if snapshots is None and snapshot_dir is not None:
         raise UsageError("--snapshot-dir needs --snapshots SPEC (e.g. log:12)")
 
-    from .api import choose_task, scattered_mask
+    from .api import choose_task, read_known, scattered
     from .api import restore as run_restore
     from .config import resolve_preset, with_overrides
     from .device import resolve_device
@@ -287,9 +287,9 @@ def restore(
     chosen_task = choose_task(task, has_mask=mask is not None, source=input)
     chosen_device = resolve_device(device)
     picture = read_image(input)
-    scattered = scattered_mask(mask, picture, mask_invert)
+    known = read_known(mask, picture, mask_invert)  # read once: its warnings are shown once
     chosen = with_overrides(
-        resolve_preset(preset, chosen_task, chosen_device.type, scattered_mask=scattered),
+        resolve_preset(preset, chosen_task, chosen_device.type, scattered_mask=scattered(known)),
         iterations=iters,
         lr=lr,
         loss=loss,
@@ -320,8 +320,7 @@ def restore(
         restoration = run_restore(
             picture,
             task=chosen_task,
-            mask=mask,
-            mask_invert=mask_invert,
+            mask=known,
             preset=chosen,
             seed=seed,
             device=chosen_device,
@@ -568,7 +567,7 @@ def batch(
 
     import time
 
-    from .api import choose_task, restore_parallel, scattered_mask
+    from .api import choose_task, read_known, restore_parallel, scattered
     from .api import restore as run_restore
     from .batch import Abandoned, Shard, discover, run_jobs
     from .config import resolve_preset, with_overrides
@@ -602,9 +601,9 @@ def batch(
     )
     # Checked once for the whole folder rather than failing every image the same way.
     for job_task in {choose_task(task, has_mask=j.mask is not None, source=j.source) for j in jobs if not j.problem}:
-        for scattered in (False, True) if job_task == "inpaint" else (False,):
+        for scattered_pixels in (False, True) if job_task == "inpaint" else (False,):
             chosen = with_overrides(
-                resolve_preset(preset, job_task, chosen_device.type, scattered_mask=scattered), **settings
+                resolve_preset(preset, job_task, chosen_device.type, scattered_mask=scattered_pixels), **settings
             )
             if snapshots is not None:
                 parse_schedule(snapshots, chosen.fit.iterations)
@@ -619,9 +618,9 @@ def batch(
             raise Abandoned
         job_task = choose_task(task, has_mask=job.mask is not None, source=job.source)
         picture = read_image(job.source)
-        scattered = scattered_mask(job.mask, picture, mask_invert)
+        known = read_known(job.mask, picture, mask_invert)
         chosen = with_overrides(
-            resolve_preset(preset, job_task, chosen_device.type, scattered_mask=scattered), **settings
+            resolve_preset(preset, job_task, chosen_device.type, scattered_mask=scattered(known)), **settings
         )
         folder_progress.start_image(job.name, chosen.fit.iterations)
         snapshot_dir = None
@@ -631,8 +630,7 @@ def batch(
         restoration = run_restore(
             picture,
             task=job_task,
-            mask=job.mask,
-            mask_invert=mask_invert,
+            mask=known,
             preset=chosen,
             seed=job.seed,
             device=chosen_device,
@@ -669,18 +667,19 @@ def batch(
             raise Abandoned
         outcomes: dict = {}
         groups: dict = {}
+        known: dict = {}  # each mask read once, as an array
         for job in chunk:
             try:
                 job_task = choose_task(task, has_mask=job.mask is not None, source=job.source)
                 picture = read_image(job.source)
-                scattered = scattered_mask(job.mask, picture, mask_invert)
+                known[job.name] = read_known(job.mask, picture, mask_invert)
             except DipError as error:
                 outcomes[job.name] = error
                 continue
-            groups.setdefault((job_task, picture.pixels.shape, scattered), []).append(job)
-        for (job_task, _shape, scattered), members in groups.items():
+            groups.setdefault((job_task, picture.pixels.shape, scattered(known[job.name])), []).append(job)
+        for (job_task, _shape, scattered_pixels), members in groups.items():
             chosen = with_overrides(
-                resolve_preset(preset, job_task, chosen_device.type, scattered_mask=scattered), **settings
+                resolve_preset(preset, job_task, chosen_device.type, scattered_mask=scattered_pixels), **settings
             )
             folder_progress.start_image(f"{len(members)} x {members[0].name}", chosen.fit.iterations)
             try:
@@ -689,8 +688,7 @@ def batch(
                     preset=chosen,
                     seeds=[job.seed for job in members],
                     task=job_task,
-                    masks=[job.mask for job in members],
-                    mask_invert=mask_invert,
+                    masks=[known[job.name] for job in members],
                     references=[job.reference for job in members],
                     device=chosen_device,
                     observe=lambda k, step: folder_progress(step) if k == 0 else None,
