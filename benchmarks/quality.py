@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py [--tasks gauss25,drop50] [--images astronaut,F16] [--methods dip,tv,bm3d]
                                  [--size 64 | --size 0] [--seeds 0,1] [--device auto] [--dip-iters N]
-                                 [--restarts 2] [--csv out/quality.csv] [--markdown out/quality.md]
+                                 [--restarts 2] [--dip-preset NAME] [--csv out/quality.csv] [--markdown out/quality.md]
 
 The corrupted images are those of benchmarks/early_stopping.py (same ``load_square`` and ``corrupt``, so the
 same seed gives the same noise). Every method sees only the corrupted image and what a user would know about
@@ -101,6 +101,7 @@ class DipSettings:
     device: torch.device
     iterations: int | None  # --dip-iters: a cap on every dip run's steps (None: the method's own)
     restarts: int
+    preset: str = "auto"  # --dip-preset: the preset of the dip and dip-restarts methods
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def _fit(case: Case, **settings) -> Output:
 
 def dip_default(case: Case) -> Output:
     """The library's defaults, as `dip restore` runs them: automatic stopping, no ground truth, no tuning."""
-    return _fit(case, iterations=case.dip.iterations)
+    return _fit(case, iterations=case.dip.iterations, preset=case.dip.preset)
 
 
 def dip_paper(case: Case) -> Output:
@@ -228,7 +229,7 @@ def dip_paper(case: Case) -> Output:
 
 def dip_restarts(case: Case) -> Output:
     """The defaults, K fits from different seeds averaged (the paper averaged 2: 29.22 -> 31.00 dB)."""
-    return _fit(case, iterations=case.dip.iterations, restarts=case.dip.restarts)
+    return _fit(case, iterations=case.dip.iterations, restarts=case.dip.restarts, preset=case.dip.preset)
 
 
 # ----------------------------------------------------------------------------------------- classical methods
@@ -529,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--dip-iters", type=int, help="cap every dip run at N steps (smoke tests, CPU budgets)")
     parser.add_argument("--restarts", type=int, default=2, help="fits averaged by dip-restarts (paper: 2)")
+    parser.add_argument("--dip-preset", default="auto", help="preset of dip and dip-restarts (default: dip's own)")
     parser.add_argument("--csv", type=Path, default=ROOT / "out" / "quality.csv")
     parser.add_argument("--markdown", type=Path, default=ROOT / "out" / "quality.md")
     parser.add_argument("--from-csv", type=Path, nargs="+", help="no runs: the tables of earlier runs' CSV files")
@@ -547,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     images = _names(args.images, IMAGES, "image") if args.images else list(IMAGES)
     if "text" in args.tasks and not (PAPER / "inpainting" / "kate_mask.png").exists():
         raise SystemExit("the text task needs kate_mask.png from ../shared/data/dip-paper/inpainting")
-    args.dip = DipSettings(resolve_device(args.device), args.dip_iters, args.restarts)
+    args.dip = DipSettings(resolve_device(args.device), args.dip_iters, args.restarts, args.dip_preset)
 
     notes = []
     methods = []

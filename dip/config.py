@@ -207,8 +207,8 @@ PAPER_INPAINT = Preset(
     StopConfig(cap=12000),
 )
 # Pixels missing here and there (the paper's Barbara, 50 % dropped at random) rather than in strokes or holes: the
-# paper fills them with its denoising net (few skip channels, bilinear upsampling) and a slow learning rate, not
-# with its text-inpainting net, whose wide skips copy the known pixels' grain into the gaps.
+# paper's restoration notebook fills them with its denoising net (few skip channels, bilinear upsampling) and a
+# slow learning rate, not with the wide-skip net of its text inpainting. Not yet measured here (needs a GPU).
 PAPER_SCATTERED = Preset(
     "paper-scattered",
     "the paper's net for scattered missing pixels (Barbara): 5 x 128 ch, 4 skip ch, lr 0.001, 11000 steps",
@@ -253,11 +253,13 @@ LIGHT_INPAINT = Preset(
     FitConfig(iterations=2000, lr=0.01, reg_noise_std=0.03, average=0.99),
     LIGHT_STOP,
 )
+# The light denoising net for scattered missing pixels, by name only: at 64 px with 50 % missing it beat
+# light-inpaint on 8 of 9 images (+0.76 dB mean), but at 256 px it lost on both images tried (F16 -1.26, Barbara
+# -0.55 dB; both nets still improving at the 2000-step cap), so "light" keeps light-inpaint for every mask.
 LIGHT_SCATTERED = Preset(
     "light-scattered",
-    "CPU: the light denoising net for scattered missing pixels, 2000 steps (--stop off), output averaging",
+    "CPU: the light denoising net for scattered missing pixels (better on small images only), 2000 steps",
     LIGHT_DENOISE.net,
-    # At 64 px, 50 % of pixels missing, it beat light-inpaint's net on every image (README, "How good is it?").
     FitConfig(iterations=2000, lr=0.01, reg_noise_std=0.03, average=0.99),
     LIGHT_STOP,
 )
@@ -280,13 +282,16 @@ PRESET_FAMILIES = ("auto", "paper", "light")
 
 
 def resolve_preset(name: str, task: Task, device_type: str, *, scattered_mask: bool = False) -> Preset:
-    """``auto`` takes the paper's net on a GPU and the light one elsewhere; a family name picks by task, and for
-    inpainting by the mask: ``scattered_mask`` (see dip.degradations.is_scattered) takes the -scattered preset."""
+    """``auto`` takes the paper's net on a GPU and the light one elsewhere; a family name picks by task, and
+    "paper" for inpainting also by the mask: ``scattered_mask`` (see dip.degradations.is_scattered) takes
+    paper-scattered, the net of the paper's own Barbara run."""
     task = Task(task)
     if name == "auto":
         name = "paper" if device_type == "cuda" else "light"
-    if name in ("paper", "light"):
-        name = f"{name}-{'scattered' if task is Task.inpaint and scattered_mask else task.value}"
+    if name == "paper" and task is Task.inpaint and scattered_mask:
+        name = "paper-scattered"
+    elif name in ("paper", "light"):
+        name = f"{name}-{task.value}"
     try:
         return PRESETS[name]
     except KeyError:

@@ -35,16 +35,17 @@ def test_restore_takes_a_picture_and_a_mask_array():
         dip.restore(picture, mask=known[:10], **FAST)
 
 
-def test_pixels_missing_here_and_there_take_the_scattered_preset_and_holes_the_inpainting_one():
+def test_the_paper_family_takes_its_scattered_preset_for_scattered_masks_and_light_keeps_one_net():
     picture = Picture(small_image(32), None, 8, "RGB", None)
     scattered = np.random.default_rng(0).random((32, 32)) > 0.5
     hole = np.ones((32, 32), bool)
     hole[8:16, 8:16] = False
+    paper = dict(preset="paper", iterations=1)
     for restarts in (1, 2):
-        assert dip.restore(picture, mask=scattered, restarts=restarts, **FAST).preset.name == "light-scattered"
-    assert dip.restore(picture, mask=hole, **FAST).preset.name == "light-inpaint"
-    # a preset named outright is kept whatever the mask
-    assert dip.restore(picture, mask=scattered, preset="light-inpaint", iterations=3).preset.name == "light-inpaint"
+        assert dip.restore(picture, mask=scattered, restarts=restarts, **paper).preset.name == "paper-scattered"
+    assert dip.restore(picture, mask=hole, **paper).preset.name == "paper-inpaint"
+    assert dip.restore(picture, mask=scattered, **FAST).preset.name == "light-inpaint"
+    assert dip.restore(picture, mask=scattered, preset="light-scattered", iterations=3).preset.name == "light-scattered"
 
 
 def test_jpeg_input_defaults_to_the_jpeg_task(tmp_path):
@@ -91,6 +92,6 @@ def test_family_names_pick_the_scattered_variant_for_inpainting_only():
     from dip.config import resolve_preset
 
     assert resolve_preset("auto", "inpaint", "cuda", scattered_mask=True).name == "paper-scattered"
-    assert resolve_preset("auto", "inpaint", "cpu", scattered_mask=True).name == "light-scattered"
+    assert resolve_preset("auto", "inpaint", "cpu", scattered_mask=True).name == "light-inpaint"
     assert resolve_preset("paper", "inpaint", "cpu").name == "paper-inpaint"
     assert resolve_preset("light", "denoise", "cpu", scattered_mask=True).name == "light-denoise"
