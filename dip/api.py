@@ -418,7 +418,7 @@ def read_known(mask, image, mask_invert: bool = False) -> np.ndarray | None:
 
 def scattered(known: np.ndarray | None) -> bool:
     """Whether a mask leaves pixels missing here and there rather than in strokes or holes
-    (dip.degradations.is_scattered): a family preset then takes its -scattered variant."""
+    (dip.degradations.is_scattered): "paper" then takes paper-scattered (see dip.config.resolve_preset)."""
     return known is not None and is_scattered(known)
 
 
