@@ -1,6 +1,6 @@
 """What a checkpoint costs: its size and the seconds one save takes, for presets x detectors at one size.
 
-    python benchmarks/checkpoint_cost.py [--size 512] [--cases paper:wmv,paper:emv,light:wmv] [--steps 3]
+    python benchmarks/checkpoint_cost.py [--size 512] [--cases paper:wmv,paper:emv,light:spread] [--steps 3]
 
 Each case fits a random image for ``--steps`` steps with a checkpoint after every step and reports the file's
 size and the time of each save (the window of the windowed-variance detector is allocated whole at the first
@@ -29,7 +29,7 @@ from dip.io import Picture
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--cases", default="paper:wmv,paper:emv,light:wmv")
+    parser.add_argument("--cases", default="paper:wmv,paper:emv,light:spread")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """How close does automatic stopping come to the best iterate a clean image would have picked?
 
     python benchmarks/early_stopping.py --size 64 --cap 3000 [--images astronaut,F16] [--corruptions ...]
-                                        [--seeds 0,1] [--preset light] [--rule wmv] [--variants plain,bf16]
+                                        [--seeds 0,1] [--preset light] [--rule spread] [--variants plain,bf16]
                                         [--json out.json]
 
 Each case (image x corruption x seed) is fitted for ``--cap`` steps, always to the end, so that the peak PSNR
@@ -12,16 +12,22 @@ peak - returned, wall time, and the detector's share of the step time. Summary l
 average is computed on every case, also where the preset returns the raw iterate (inpainting), so that the
 two candidates can be compared.
 
-With ``--traces FILE`` every step's loss, PSNR (raw and average) and the statistics of several detectors
-(windowed variance with W = 50, 100, 200 and the exponential one) are saved; ``--replay FILE`` then evaluates
-any warm-up / patience / cap / rule on those traces without fitting again, exactly as the detector would have
-decided (the stopping rule only reads the statistic), so settings are chosen on one set of fits:
+With ``--traces FILE`` every step's loss, PSNR (raw and average) and the statistics of several detectors are
+saved: the spread of the iterates around their average and the raw iterates' windowed variance, each with W = 50,
+100, 200, the exponential variance, the windowed variance of the averages, the average's own loss and its change
+per step. ``--replay FILE`` then runs dip's own detector over those traces, with the case's preset's settings
+and any rule / window / warm-up / patience / noise floor / cap given, without fitting again; it returns what a
+live run with those settings returns (the detector reads only the statistic and the loss; a test checks it), so
+settings are chosen on one set of fits. ``--before RULE[:W[:P]]`` prints another rule's gap beside each case:
 
-    python benchmarks/early_stopping.py --replay traces.json --rule wmv --window 100 --warmup 200 --patience 1000 \
-        --noise-floor 0.8
+    python benchmarks/early_stopping.py --replay traces.json --rule spread --window 200 --patience 300 \
+        --before wmv:200:500
 
-Images: the samples' clean originals and the paper's images in ../shared/data/dip-paper (when present),
-centre-cropped to a square and resized to --size. Nothing here is a test; the library is called directly.
+Images: the samples' clean originals, the paper's images in ../shared/data/dip-paper and the super-resolution
+sets CSet14 and CSet5 in ../shared/data/sr-benchmarks (when present; CSet14's barbara and zebra are the
+paper's files), centre-cropped to a square and resized to --size. Corruptions: Gaussian noise (gaussS, sigma
+on the 0-255 scale), salt and pepper (spP, P %), photon noise (shotN, N photons at white), JPEG (jpegQ), pixels
+dropped at random (dropP) and kate's text mask. Nothing here is a test; the library is called directly.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import dip  # first: it sets the OpenMP wait policy, which only takes effect before torch loads
 
@@ -44,12 +51,19 @@ import torch
 from PIL import Image
 
 from dip import degradations
-from dip.config import Loss, StopConfig, Task, resolve_preset
+from dip.config import PRESETS, Loss, StopConfig, Task, resolve_preset
 from dip.degradations import Observation, is_scattered
 from dip.fit import iterate
 from dip.metrics import psnr
 from dip.nets import build_net, make_input
-from dip.stopping import LOSS_WINDOW, ExponentialVariance, WindowedVariance, make_detector, noise_variance
+from dip.stopping import (
+    DEFAULT_SPREAD_WEIGHT,
+    AverageSpread,
+    ExponentialVariance,
+    WindowedVariance,
+    make_detector,
+    noise_variance,
+)
 
 # isort: split
 from speed import variant_settings  # the neighbouring benchmark's names for ways of computing a step
@@ -69,7 +83,13 @@ IMAGES = {
     "vase": PAPER / "inpainting" / "vase.png",
     "library": PAPER / "inpainting" / "library.png",
 }
-CORRUPTIONS = ("gauss15", "gauss25", "gauss50", "sp30", "jpeg10", "jpeg20", "drop50", "text")
+# The super-resolution test sets hold the textured photographs (fur, foliage, fabric, stripes) where stopping is
+# hardest; their barbara and zebra are the paper's own, so those two names keep the paper's files.
+SR_SETS = ROOT.parent / "shared" / "data" / "sr-benchmarks"
+for _folder in ("CSet14", "CSet5"):
+    for _path in sorted((SR_SETS / _folder).glob("*.png")):
+        IMAGES.setdefault(_path.stem, _path)
+CORRUPTIONS = ("gauss15", "gauss25", "gauss30", "gauss50", "sp30", "shot30", "jpeg10", "jpeg20", "drop50", "text")
 
 
 def load_square(path: Path, size: int, *, mode: str = "RGB") -> np.ndarray:
@@ -93,6 +113,8 @@ def corrupt(clean: np.ndarray, name: str, seed: int) -> tuple[np.ndarray, np.nda
     rng = np.random.default_rng(seed)
     if name.startswith("gauss"):
         return degradations.add_gaussian_noise(clean, float(name[5:]), rng), None, Task.denoise, Loss.l2
+    if name.startswith("shot"):  # photon noise, N photons at white; the L2 loss, as for Gaussian noise
+        return degradations.add_shot_noise(clean, float(name[4:]), rng), None, Task.denoise, Loss.l2
     if name.startswith("sp"):
         return degradations.add_salt_and_pepper(clean, int(name[2:]) / 100, rng), None, Task.denoise, Loss.l1
     if name.startswith("jpeg"):
@@ -127,7 +149,7 @@ def run_case(clean: np.ndarray, corruption: str, seed: int, args, variant: str =
         **variant_settings(variant, sync_every=0),
     )
     overrides = {k: getattr(args, k) for k in ("patience", "window", "warmup") if getattr(args, k) is not None}
-    stop_cfg = replace(preset.stop, rule=args.rule, **overrides)
+    stop_cfg = replace(preset.stop, **overrides, **({} if args.rule == "auto" else {"rule": args.rule}))
     if args.noise_floor is not None:
         stop_cfg = replace(stop_cfg, noise_floor=args.noise_floor)
     device = torch.device(args.device)
@@ -136,12 +158,21 @@ def run_case(clean: np.ndarray, corruption: str, seed: int, args, variant: str =
     reference = _tensor(clean).to(device)
     net = build_net(preset.net, clean.shape[2], seed=seed).to(device)
     z = make_input(preset.net, *clean.shape[:2], generator=torch.Generator().manual_seed(seed)).to(device)
-    detector = make_detector(stop_cfg, _noise(corrupted, known, task, loss))
+    detector = make_detector(stop_cfg, _noise(corrupted, known, task, loss), fit_cfg.average)
     # Traced detectors only record their statistic: patience and warm-up are applied later, by replay().
     traced = {f"wmv{w}": WindowedVariance(w, math.inf, 0) for w in TRACED_WINDOWS} if args.traces else {}
     if args.traces:
         traced["emv"] = ExponentialVariance(stop_cfg.alpha, math.inf, 0)
-    trace: dict[str, list[float]] = {key: [] for key in ("loss", "psnr", "psnr_average", *traced)}
+    # The same windows over the output averages, the sequence that is returned, rather than the raw iterates.
+    traced_averages = {f"awmv{w}": WindowedVariance(w, math.inf, 0) for w in TRACED_WINDOWS} if args.traces else {}
+    if args.traces:  # the spread of the iterates around the average, as the detector computes it
+        traced |= {f"spread{w}": AverageSpread(w, fit_cfg.average, math.inf, 0) for w in TRACED_WINDOWS}
+    # Also per step: the average's own data loss and how far it moved (mean square change), as candidate signals.
+    extra = ("average_loss", "average_change") if args.traces else ()
+    trace: dict[str, list[float]] = {
+        key: [] for key in ("loss", "psnr", "psnr_average", *traced, *traced_averages, *extra)
+    }
+    previous_average: torch.Tensor | None = None
 
     def score(x: torch.Tensor) -> float:
         mse = (x - reference).square().mean().item()
@@ -166,6 +197,12 @@ def run_case(clean: np.ndarray, corruption: str, seed: int, args, variant: str =
             trace["loss"].append(step.loss)
             for key, traced_detector in traced.items():
                 trace[key].append(traced_detector.push(step.x))
+            for key, traced_detector in traced_averages.items():
+                trace[key].append(traced_detector.push(step.average))
+            trace["average_loss"].append(observation.loss(step.average, loss).item())
+            change = math.nan if previous_average is None else (step.average - previous_average).square().mean().item()
+            trace["average_change"].append(change)
+            previous_average = step.average
         if fired and detected_at is None:
             detected_at = step.iteration
             returned = (
@@ -215,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="square side in px; 0 = full size (for a GPU)")
     parser.add_argument("--cap", type=int, default=3000, help="steps per case; the peak is searched up to here")
     parser.add_argument("--preset", default="auto")
-    parser.add_argument("--rule", default="auto", choices=("auto", "wmv", "emv"))
+    parser.add_argument("--rule", default="auto", choices=("auto", "spread", "wmv", "emv"), help="auto: the preset's")
     parser.add_argument("--lr", type=float, help="override the preset's learning rate")
     parser.add_argument("--patience", type=int)
     parser.add_argument("--window", type=int)
@@ -235,10 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", type=Path, nargs="+", help="evaluate stopping settings on saved traces; no fitting")
     parser.add_argument("--replay-cap", type=int, help="with --replay: a real run's cap (default: the traces')")
     parser.add_argument(
-        "--min-delta",
-        type=float,
-        default=0.0,
-        help="with --replay: count only minima this fraction below the best so far (not a rule dip uses)",
+        "--before",
+        help="with --replay: RULE[:WINDOW[:PATIENCE]] to compare with, case by case (e.g. wmv:200:500, the light "
+        "presets' rule before the spread)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -308,8 +344,10 @@ def _case_key(row: dict) -> dict:
     return {key: row[key] for key in ("image", "corruption", "seed", "task", "preset")}
 
 
-def summarise(rows: list[dict], prefix: str = "") -> None:
-    for key, label in (("gap", "raw iterate"), ("gap_average", "output average")):
+def summarise(
+    rows: list[dict], prefix: str = "", keys=(("gap", "raw iterate"), ("gap_average", "output average"))
+) -> None:
+    for key, label in keys:
         gaps = [r[key] for r in rows if math.isfinite(r[key])]
         if gaps:
             within = sum(g <= 1.0 for g in gaps) / len(gaps)
@@ -345,35 +383,57 @@ def _noise(corrupted: np.ndarray, known: np.ndarray | None, task: Task, loss: Lo
     return noise_variance(_tensor(corrupted))
 
 
-def replay(
-    statistic: list[float],
-    warmup: int,
-    patience: int,
-    cap: int,
-    losses: list[float] | None = None,
-    loss_floor: float | None = None,
-    min_delta: float = 0.0,
-) -> tuple[int | None, int]:
-    """Where Detector.update would have fired and which iteration it would have returned (both 1-based).
+def replayed_statistic(trace: dict, rule: str, window: int, weight: float) -> list[float]:
+    """The statistic the detector of ``rule`` computes, read from a trace.
 
-    Mirrors the detector: a new minimum at or after the warm-up is recorded; the run stops ``patience`` steps
-    after the last one, when the mean of the last LOSS_WINDOW ``losses`` falls below ``loss_floor`` (after the
-    warm-up), or at ``cap``, where the best so far (or, with none, the last iterate) is returned.
-    ``min_delta`` > 0 tries a rule the detector does not have: only a minimum at least that fraction below the
-    best so far counts, so that a slow drift downwards neither moves the best iterate nor restarts the patience.
+    Traces made before the spread detector existed hold no ``spread{W}``; for them it is rebuilt from the
+    average's change per step, (1 - w)^2 times the iterate's squared deviation from the previous average, which
+    equals the live statistic up to float32 rounding (within 1e-6 relative where both were traced).
     """
-    best_value, best_iteration = math.inf, None
-    recent: list[float] = []
-    for iteration, value in enumerate(statistic[:cap], start=1):
-        if iteration >= warmup and value < best_value * (1 - min_delta):
-            best_value, best_iteration = value, iteration
-        if best_iteration is not None and iteration - best_iteration >= patience:
-            return iteration, best_iteration
-        if loss_floor is not None:
-            recent = [*recent[-(LOSS_WINDOW - 1) :], losses[iteration - 1]]
-            if iteration >= warmup and len(recent) == LOSS_WINDOW and sum(recent) / LOSS_WINDOW < loss_floor:
-                return iteration, best_iteration or iteration
-    return None, best_iteration or min(cap, len(statistic))
+    key = {"spread": f"spread{window}", "wmv": f"wmv{window}", "emv": "emv"}[rule]
+    if key in trace:
+        return trace[key]
+    if rule != "spread" or "average_change" not in trace:
+        raise SystemExit(f"the trace has no {key} statistic; traced: {', '.join(trace)}")
+    deviations: list[float] = []
+    statistic = []
+    for change in trace["average_change"]:
+        if math.isfinite(change):  # NaN at the first step: no previous average yet
+            deviations = [*deviations[1 - window :], change / (1 - weight) ** 2]
+        statistic.append(sum(deviations) / window if len(deviations) == window else math.nan)
+    return statistic
+
+
+def replay(case: dict, stop_cfg: StopConfig, cap: int) -> tuple[int | None, int, str]:
+    """Where dip's own detector, configured by ``stop_cfg``, would have stopped on a traced case, which iteration
+    it would have returned (both 1-based) and why it stopped ("cap" when it did not fire).
+
+    The detector is the real one (dip.stopping.make_detector): only its statistic is read from the trace rather
+    than computed from the iterates, and each step's iterate and average are stand-ins that carry their
+    iteration, so that whatever the detector keeps names the step it came from.
+    """
+    trace = case["trace"]
+    preset = PRESETS[case["preset"]]
+    weight = preset.fit.average or DEFAULT_SPREAD_WEIGHT  # the benchmark always averages, with this weight
+    # The corrupted image is made again (same seed) for the noise estimate a live run would have made.
+    clean = load_clean(case["image"], case["size"])
+    detector = make_detector(stop_cfg, _noise(*corrupt(clean, case["corruption"], case["seed"])), weight)
+    values = iter(replayed_statistic(trace, stop_cfg.resolved_rule, stop_cfg.window, weight))
+    detector.push = lambda x: next(values)
+    for iteration in range(1, cap + 1):
+        stand_in = torch.tensor([float(iteration)])
+        step = SimpleNamespace(iteration=iteration, x=stand_in, average=stand_in, loss=trace["loss"][iteration - 1])
+        if detector.update(step):
+            return iteration, int(detector.best_average.item()), detector.reason
+    returned = int(detector.best_average.item()) if detector.best_average is not None else cap
+    return None, returned, "cap"
+
+
+def replay_settings(args, preset_stop: StopConfig) -> StopConfig:
+    """The stop settings of a replay: the case's preset's, with the command line's choices applied."""
+    overrides = {name: getattr(args, name) for name in ("window", "warmup", "patience", "noise_floor")}
+    rule = None if args.rule == "auto" else args.rule
+    return replace(preset_stop, **{k: v for k, v in (overrides | {"rule": rule}).items() if v is not None})
 
 
 def replay_main(args) -> int:
@@ -381,45 +441,64 @@ def replay_main(args) -> int:
     for path in args.replay:
         saved = json.loads(path.read_text())
         cases += [{**case, "size": saved["machine"]["size"]} for case in saved["cases"]]
-    rule = {"auto": "wmv", "wmv": "wmv", "emv": "emv"}[args.rule]
-    key = f"wmv{args.window or 100}" if rule == "wmv" else "emv"
-    warmup, patience = args.warmup if args.warmup is not None else 500, args.patience or 1000
-    noise_floor = args.noise_floor if args.noise_floor is not None else StopConfig().noise_floor
+    before = None
+    if args.before:
+        rule, *numbers = args.before.split(":")
+        before = {"rule": rule} | dict(zip(("window", "patience"), map(int, numbers), strict=False))
     sources = ", ".join(map(str, args.replay))
+    shown = replay_settings(args, PRESETS[cases[0]["preset"]].stop) if cases else None
+    print(f"# replay of {sources}: {shown}, cap {args.replay_cap or 'the traces'}")
     print(
-        f"# replay of {sources}: {key}, warm-up {warmup}, patience {patience}, noise floor {noise_floor}, "
-        f"cap {args.replay_cap or 'all'}, min delta {args.min_delta}"
-    )
-    print(
-        f"{'image':<10} {'corruption':<8} {'seed':>4} {'peak':>6} {'@':>5} {'det@':>5} {'best@':>5} {'gap':>5} "
-        f"{'avgpk':>6} {'avg@':>5} {'avggap':>6}"
+        f"{'image':<10} {'corruption':<8} {'size':>4} {'seed':>4} {'avgpk':>6} {'avg@':>5} {'det@':>5} {'best@':>5} "
+        f"{'why':<11} {'avggap':>6}" + (f" {'before':>6} {'b-best@':>7}" if before else "")
     )
     rows = []
     for case in cases:
         trace = case["trace"]
-        if key not in trace:
-            raise SystemExit(f"{case['image']} {case['corruption']} has no {key} statistic; traced: {', '.join(trace)}")
         cap = min(args.replay_cap or len(trace["loss"]), len(trace["loss"]))
-        # The corrupted image is made again (same seed) for the noise estimate a live run would have made.
-        clean = load_clean(case["image"], case["size"])
-        noise = _noise(*corrupt(clean, case["corruption"], case["seed"]))
-        floor = noise_floor * noise if noise is not None and noise_floor > 0 else None
-        detected, best = replay(trace[key], warmup, patience, cap, trace["loss"], floor, args.min_delta)
-        row = dict(case)
-        del row["trace"]
-        for suffix, series in (("", trace["psnr"]), ("_average", trace["psnr_average"])):
-            # The peak is searched over the whole trace: what a clean image would have picked from the longest run.
-            peak_index = max(range(len(series)), key=series.__getitem__)
-            row[f"peak_psnr{suffix}"], row[f"peak_iteration{suffix}"] = series[peak_index], peak_index + 1
-            row[f"gap{suffix}"] = series[peak_index] - series[best - 1]
-        row["detected_at"], row["best_iteration"] = detected, best
-        rows.append(row)
-        print(
-            f"{row['image']:<10} {row['corruption']:<8} {row['seed']:>4} {row['peak_psnr']:>6.2f} "
-            f"{row['peak_iteration']:>5} {detected or '-':>5} {best:>5} {row['gap']:>5.2f} "
-            f"{row['peak_psnr_average']:>6.2f} {row['peak_iteration_average']:>5} {row['gap_average']:>6.2f}"
+        stop_cfg = replay_settings(args, PRESETS[case["preset"]].stop)
+        detected, best, reason = replay(case, stop_cfg, cap)
+        series = trace["psnr_average"][:cap]
+        peak_index = max(range(len(series)), key=series.__getitem__)
+        row = {key: value for key, value in case.items() if key != "trace"}
+        row |= {
+            "peak_psnr_average": series[peak_index],
+            "peak_iteration_average": peak_index + 1,
+            "detected_at": detected,
+            "stopped_at": detected or cap,
+            "best_iteration": best,
+            "reason": reason,
+            "gap_average": series[peak_index] - series[best - 1],
+        }
+        line = (
+            f"{row['image']:<10} {row['corruption']:<8} {row['size']:>4} {row['seed']:>4} "
+            f"{row['peak_psnr_average']:>6.2f} {peak_index + 1:>5} {detected or '-':>5} {best:>5} {reason:<11} "
+            f"{row['gap_average']:>6.2f}"
         )
-    summarise(rows)
+        if before:
+            detected_before, best_before, _ = replay(case, replace(stop_cfg, **before), cap)
+            row["gap_before"], row["best_iteration_before"] = series[peak_index] - series[best_before - 1], best_before
+            row["stopped_at_before"] = detected_before or cap
+            line += f" {row['gap_before']:>6.2f} {best_before:>7}"
+        rows.append(row)
+        print(line)
+    summarise(rows, keys=(("gap_average", "output average"),))
+    stops = [row["stopped_at"] for row in rows]
+    if stops:
+        print(
+            f"# stopped at step {statistics.median(stops):.0f} (median); "
+            f"the cap ended {sum(r['reason'] == 'cap' for r in rows)} of {len(rows)}"
+        )
+    if before:
+        summarise(rows, keys=(("gap_before", f"before ({args.before})"),))
+        print(f"# before: stopped at step {statistics.median(r['stopped_at_before'] for r in rows):.0f} (median)")
+        kept = [row for row in rows if row["gap_before"] <= 1.0]
+        print(
+            f"# of the {len(kept)} cases within 1 dB before, {sum(row['gap_average'] <= 1.0 for row in kept)} are "
+            f"within 1 dB now"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"settings": str(shown), "rows": rows}, indent=2) + "\n")
     return 0
 
 

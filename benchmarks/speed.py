@@ -75,7 +75,7 @@ def run_one(case: dict) -> dict:
     observation = Observation(clean, None).to(device)
     net = build_net(preset.net, 3, seed=0).to(device)
     z = make_input(preset.net, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    detector = make_detector(preset.stop)
+    detector = make_detector(preset.stop, average=preset.fit.average)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times, losses = [], []

@@ -181,8 +181,9 @@ def restore(
     """Restores one image. ``mask`` is a bool array (H, W) or an image file, True/white = known pixel.
 
     ``preset`` is a name (see dip.config.PRESETS; auto / paper / light pick by task and device) or a Preset.
-    ``stop`` is auto | wmv | emv | off (None: the preset's); with stopping on, ``iterations`` is the cap. With a
-    ``reference``, PSNR against it is tracked every ``track_every`` steps for the record; it never steers the fit.
+    ``stop`` is auto | spread | wmv | emv | off (None or auto: the preset's); with stopping on, ``iterations`` is
+    the cap. With a ``reference``, PSNR against it is tracked every ``track_every`` steps for the record; it never
+    steers the fit.
     ``snapshots`` (a schedule, see dip.snapshots.parse_schedule) keeps those iterates, and the returned and last
     ones, as files in ``snapshot_dir`` with ``snapshots.json`` beside them.
 
@@ -263,7 +264,7 @@ def restore(
     if reference_picture is not None:
         tracker = ReferenceTracker(reference_picture.to_tensor(), every=track_every)
         observers.insert(0, tracker)
-    detector = make_detector(chosen.stop, _noise(task, chosen, y, mask_tensor))
+    detector = make_detector(chosen.stop, _noise(task, chosen, y, mask_tensor), chosen.fit.average)
     recorder = None
     if schedule is not None:
         recorder = SnapshotRecorder(
@@ -510,7 +511,9 @@ def restore_parallel(
         preset.fit,
         seeds=seeds,
         device=device,
-        detectors=[make_detector(preset.stop, _noise(task, preset, y, mask)) for _, y, mask, _ in prepared],
+        detectors=[
+            make_detector(preset.stop, _noise(task, preset, y, mask), preset.fit.average) for _, y, mask, _ in prepared
+        ],
         observe=watch,
     )
     return [

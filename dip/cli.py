@@ -105,11 +105,14 @@ ItersOption = Annotated[
 ]
 StopOption = Annotated[
     str | None,
-    typer.Option(help="Early stopping: auto | wmv (windowed variance) | emv (exponential) | off [preset's]."),
+    typer.Option(
+        help="Early stopping: auto (the preset's) | spread (of the iterates around their average) | wmv (windowed "
+        "variance) | emv (exponential) | off [auto]."
+    ),
 ]
-WindowOption = Annotated[int | None, typer.Option(help="wmv: iterates in the variance window [preset's].")]
+WindowOption = Annotated[int | None, typer.Option(help="spread, wmv: steps in the window [preset's].")]
 PatienceOption = Annotated[
-    int | None, typer.Option(help="Steps without a new variance minimum before stopping [preset's].")
+    int | None, typer.Option(help="Steps without a new minimum of the statistic before stopping [preset's].")
 ]
 NoiseFloorOption = Annotated[
     float | None,

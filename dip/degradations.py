@@ -109,6 +109,15 @@ def add_salt_and_pepper(pixels: np.ndarray, fraction: float, rng: np.random.Gene
     return noisy.astype(np.float32)
 
 
+def add_shot_noise(pixels: np.ndarray, photons: float, rng: np.random.Generator) -> np.ndarray:
+    """Photon (Poisson) noise, as a sensor in dim light makes it: a pixel of value v counts Poisson(v * photons)
+    photons, so white gets ``photons`` on average and the noise grows with the brightness (std sqrt(v / photons))."""
+    if not photons > 0:
+        raise UsageError(f"the photon count of shot noise must be positive, not {photons}")
+    noisy = rng.poisson(np.clip(pixels, 0.0, 1.0) * photons) / photons
+    return np.clip(noisy, 0.0, 1.0).astype(np.float32)
+
+
 def jpeg_bytes(pixels: np.ndarray, quality: int) -> bytes:
     """The image encoded by Pillow's JPEG codec at ``quality`` (1-95), 4:2:0 chroma as Pillow does by default."""
     from PIL import Image

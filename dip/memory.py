@@ -32,7 +32,7 @@ class Estimate:
     activations: int  # bytes autograd saves for the backward pass
     parameters: int  # weights, gradients, Adam moments and the guard's copies
     images: int  # the input noise, the observation, iterates, averages and the stored best
-    detector: int  # the window of iterates (wmv) or the running moments (emv)
+    detector: int  # the window of iterates (wmv), the running moments (emv) or the running average (spread)
 
     @property
     def total(self) -> int:
@@ -64,7 +64,7 @@ def estimate(preset: Preset, height: int, width: int, channels: int, device_type
     image = 4 * channels * height * width
     padded_h, padded_w = padded_size(height, width, preset.net)
     rule = preset.stop.resolved_rule
-    detector = {"wmv": preset.stop.window * image + 2 * image, "emv": 4 * image, "off": 0}[rule]
+    detector = {"spread": image, "wmv": preset.stop.window * image + 2 * image, "emv": 4 * image, "off": 0}[rule]
     return Estimate(
         activations=saved_activation_bytes(preset, height, width, channels),
         # weights, gradients, Adam's two moments; the guard keeps weights and both moments again, and a third time
@@ -107,8 +107,8 @@ def alternatives(preset: Preset, task, device: torch.device, height: int, width:
     if light.net != preset.net:
         options.append(f"--preset light ({_gib(estimate(light, height, width, channels, device.type).total)})")
     if preset.stop.resolved_rule == "wmv":
-        emv = replace(preset, stop=replace(preset.stop, rule="emv"))
-        options.append(f"--stop emv ({_gib(estimate(emv, height, width, channels, device.type).total)})")
+        spread = replace(preset, stop=replace(preset.stop, rule="spread"))
+        options.append(f"--stop spread ({_gib(estimate(spread, height, width, channels, device.type).total)})")
     half = max(1, height // 2), max(1, width // 2)
     half_needs = estimate(preset, *half, channels, device.type).total
     options.append(f"an image of half the size, {half[1]}x{half[0]} ({_gib(half_needs)})")

@@ -262,7 +262,11 @@ def make_pictures(
         made["curves"],
         losses=result.losses,
         statistics=result.statistics or None,
-        statistic_name={"wmv": "windowed variance", "emv": "exponential variance"}.get(rule, ""),
+        statistic_name={
+            "spread": "spread around the average",
+            "wmv": "windowed variance",
+            "emv": "exponential variance",
+        }.get(rule, ""),
         psnr=restoration.psnr_curve() or None,
         returned_iteration=result.best_iteration,
         peak_iteration=metrics.get("peak_iteration"),

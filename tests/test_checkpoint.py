@@ -38,7 +38,7 @@ class _InterruptAt:
             self.event.set()
 
 
-@pytest.mark.parametrize("rule", ["wmv", "emv"])
+@pytest.mark.parametrize("rule", ["spread", "wmv", "emv"])
 def test_interrupted_and_resumed_fit_equals_the_uninterrupted_one(tmp_path, rule):
     picture, preset = _noisy_picture(), _preset(rule)
     whole = restore(picture, preset=preset, seed=5)

@@ -115,6 +115,18 @@ def test_salt_and_pepper_hits_the_fraction_with_black_and_white():
     assert np.all(noisy[hit].min(axis=1) == noisy[hit].max(axis=1))  # all channels alike
 
 
+def test_shot_noise_keeps_the_mean_and_grows_with_the_brightness():
+    from dip.degradations import add_shot_noise
+
+    rng = np.random.default_rng(0)
+    for level in (0.2, 0.6):
+        noisy = add_shot_noise(np.full((200, 200, 1), level, np.float32), 30, rng)
+        assert noisy.mean() == pytest.approx(level, abs=0.01)
+        assert noisy.var() == pytest.approx(level / 30, rel=0.1)  # Poisson: variance = mean photon count
+    with pytest.raises(UsageError):
+        add_shot_noise(np.zeros((2, 2, 1), np.float32), 0, rng)
+
+
 @pytest.mark.parametrize("fraction", [0.02, 0.5, 0.98])
 def test_pixels_dropped_at_random_are_scattered(fraction):
     _, known = drop_pixels(np.zeros((64, 64, 3), np.float32), fraction, np.random.default_rng(0))

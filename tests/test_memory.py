@@ -25,6 +25,8 @@ def test_estimate_grows_with_the_image_and_the_net():
     # the windowed detector keeps W iterates; the exponential one two moments
     emv = estimate(paper.__class__(**{**paper.__dict__, "stop": paper.stop.__class__(rule="emv")}), 256, 256, 3)
     assert emv.detector < large.detector / 10
+    # the spread keeps one running average of the iterates, whatever its window
+    assert estimate(light, 256, 256, 3).detector == 4 * 3 * 256 * 256
 
 
 def test_estimate_matches_the_autograd_bytes_of_a_real_forward():
@@ -55,7 +57,7 @@ def test_a_fit_that_cannot_fit_is_refused_before_it_starts_with_smaller_options(
         restore(_picture(), preset="paper", iterations=3)
     message = str(refused.value)
     assert "needs about" in message and "1.0 MiB" not in message and "cpu has 0.0 GiB free" in message
-    assert "--preset light" in message and "--stop emv" in message and "half the size" in message
+    assert "--preset light" in message and "--stop spread" in message and "half the size" in message
 
 
 def test_out_of_memory_during_the_fit_becomes_a_clear_error(monkeypatch):

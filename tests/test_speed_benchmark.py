@@ -83,3 +83,23 @@ def test_parallel_benchmark_fits_the_same_images_both_ways(monkeypatch, tmp_path
     for row in rows:
         assert row["largest_psnr_difference"] < 0.05  # three steps: rounding has had little time to grow
         assert row["speedup"] == pytest.approx(row["sequential_seconds"] / row["parallel_seconds"])
+
+
+@pytest.mark.parametrize("rule,cap", [("spread", 400), ("wmv", 150)])
+def test_a_replay_of_the_traces_decides_as_the_live_detector_did(monkeypatch, tmp_path, rule, cap):
+    # The rule is chosen on replays of saved traces; that is only sound if a replay returns what a real run returns.
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    early_stopping = importlib.import_module("early_stopping")
+    settings = ["--rule", rule, "--window", "50", "--warmup", "60", "--patience", "10"]
+    live, traces, replayed = tmp_path / "live.json", tmp_path / "traces.json", tmp_path / "replay.json"
+    argv = ["--images", "astronaut", "--corruptions", "gauss50", "--size", "32", "--cap", str(cap)]
+    argv += ["--preset", "light", "--threads", "1", *settings]
+    assert early_stopping.main([*argv, "--json", str(live), "--traces", str(traces)]) == 0
+    assert early_stopping.main(["--replay", str(traces), *settings, "--json", str(replayed)]) == 0
+
+    (live_row,), (replay_row,) = json.loads(live.read_text())["rows"], json.loads(replayed.read_text())["rows"]
+    assert live_row["detected_at"] is not None  # the detector fired, so the comparison says something
+    assert (replay_row["detected_at"], replay_row["best_iteration"]) == (
+        live_row["detected_at"],
+        live_row["best_iteration"],
+    )

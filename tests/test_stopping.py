@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from dip.errors import UsageError
-from dip.stopping import LOSS_WINDOW, ExponentialVariance, StopConfig, WindowedVariance, make_detector, noise_variance
+from dip.stopping import (
+    LOSS_WINDOW,
+    AverageSpread,
+    ExponentialVariance,
+    StopConfig,
+    WindowedVariance,
+    make_detector,
+    noise_variance,
+)
 
 
 def _direct_window_variance(window: list[torch.Tensor]) -> float:
@@ -33,6 +41,24 @@ def test_exponential_variance_follows_its_recursion():
     assert math.isnan(detector.push(torch.zeros(4)))
     # mean 0 -> x=2: delta 2, mean 1, var = 0.5 * (0 + 0.5 * 4) = 1
     assert detector.push(torch.full((4,), 2.0)) == pytest.approx(1.0)
+
+
+def test_running_spread_equals_the_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    window, weight = 6, 0.8
+    detector = AverageSpread(window=window, weight=weight, patience=10**6, warmup=0)
+    history = [torch.rand((1, 3, 5, 4), generator=g) * (1 + t % 4) for t in range(30)]
+    mean, deviations = history[0].double(), []
+    for t, x in enumerate(history):
+        value = detector.push(x)
+        if t > 0:
+            # the squared distance of each iterate from the average of the ones before it
+            deviations.append((x.double() - mean).square().mean().item())
+            mean = mean * weight + x.double() * (1 - weight)
+        if len(deviations) < window:
+            assert math.isnan(value)
+        else:
+            assert value == pytest.approx(sum(deviations[-window:]) / window, rel=1e-6)
 
 
 def _steps(values, losses=None):
@@ -117,7 +143,13 @@ def test_make_detector_arms_the_floor_only_with_a_noise_level():
 
 @pytest.mark.parametrize(
     "rule,kind",
-    [("auto", WindowedVariance), ("wmv", WindowedVariance), ("emv", ExponentialVariance), ("off", type(None))],
+    [
+        ("auto", AverageSpread),
+        ("spread", AverageSpread),
+        ("wmv", WindowedVariance),
+        ("emv", ExponentialVariance),
+        ("off", type(None)),
+    ],
 )
 def test_rules(rule, kind):
     assert isinstance(make_detector(StopConfig(rule=rule)), kind)
@@ -203,3 +235,60 @@ def test_detector_finds_the_quiet_point_of_a_synthetic_fit(detector_type):
             break
     assert 100 <= detector.best_iteration <= 140
     assert stopped == detector.best_iteration + 60
+
+
+def test_the_spread_is_measured_around_the_fits_own_average():
+    from dip.config import FitConfig, NetConfig
+    from dip.fit import fit
+
+    detector = make_detector(StopConfig(rule="spread", window=4, patience=1000, warmup=0), average=0.9)
+    seen = []
+    fit(
+        _noisy_observation(),
+        NetConfig(**SMALL_NET),
+        FitConfig(iterations=25, average=0.9),
+        seed=0,
+        detector=detector,
+        observe=seen.append,
+    )
+    assert detector.weight == 0.9
+    assert torch.equal(detector._mean, seen[-1].average)  # the same sums in the same order: the same tensor
+    assert make_detector(StopConfig(rule="spread")).weight == 0.99  # a fit that returns raw iterates
+
+
+def _strong_noise_on_fur():
+    """chelsea's fur (shipped with scikit-image) at 48 px under Gaussian noise of sigma 50: a textured image under
+    strong noise, where the raw iterates start to wander while their average is still improving."""
+    import numpy as np
+    from skimage import data, transform
+
+    from dip.degradations import Observation, add_gaussian_noise
+
+    image = data.chelsea()
+    side = min(image.shape[:2])
+    clean = transform.resize(image[:side, :side] / 255.0, (48, 48), anti_aliasing=True).astype(np.float32)
+    noisy = add_gaussian_noise(clean, 50, np.random.default_rng(0))
+    as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()  # noqa: E731
+    return Observation(as_tensor(noisy)), as_tensor(clean)
+
+
+def test_a_minimum_at_the_warm_up_edge_is_no_longer_what_is_returned():
+    # Issue 15's failure, small: the windowed variance of the raw iterates is lowest where the warm-up ends, so
+    # ES-WMV returns the average at the warm-up's last step, long before the average's own peak. The spread
+    # around the average turns where the average does.
+    from dip.config import FitConfig, NetConfig
+    from dip.fit import fit
+    from dip.metrics import psnr
+
+    observation, clean = _strong_noise_on_fur()
+    net = NetConfig(scales=4, channels_down=16, channels_up=16, channels_skip=4, input_depth=8)
+    cfg = FitConfig(iterations=600, average=0.99)
+    results = {}
+    for rule in ("wmv", "spread"):
+        stop = StopConfig(rule=rule, window=50, patience=150, warmup=100)
+        result = fit(observation, net, cfg, seed=0, detector=make_detector(stop, average=cfg.average))
+        results[rule] = result, psnr(result.image[0].permute(1, 2, 0).numpy(), clean[0].permute(1, 2, 0).numpy())
+    (edge, edge_psnr), (spread, spread_psnr) = results["wmv"], results["spread"]
+    assert edge.best_iteration == 100 and edge.stop_reason == "patience"
+    assert spread.best_iteration > 200 and spread.stop_reason == "patience"
+    assert spread_psnr > edge_psnr + 2
