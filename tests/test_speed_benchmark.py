@@ -97,6 +97,9 @@ def test_a_replay_of_the_traces_decides_as_the_live_detector_did(monkeypatch, tm
     assert early_stopping.main([*argv, "--json", str(live), "--traces", str(traces)]) == 0
     assert early_stopping.main(["--replay", str(traces), *settings, "--json", str(replayed)]) == 0
 
+    candidates = importlib.import_module("stopping_candidates")
+    assert candidates.main([str(traces)]) == 0  # the rules not kept score on the same traces
+
     (live_row,), (replay_row,) = json.loads(live.read_text())["rows"], json.loads(replayed.read_text())["rows"]
     assert live_row["detected_at"] is not None  # the detector fired, so the comparison says something
     assert (replay_row["detected_at"], replay_row["best_iteration"]) == (
