@@ -166,11 +166,11 @@ class AverageSpread(Detector):
     last W steps, where m_i = w m_(i-1) + (1 - w) x_i is the exponential average with the fit's own weight w.
 
     What a fit that averages returns is m, not the raw iterates, and m peaks later than they do: under strong noise
-    the raw iterates already wander while the average is still improving (traced at 64 px, sigma 50 and shot noise:
-    the average peaked 100-250 steps after them). ES-WMV's variance of the raw iterates times their turn and so
-    returned the average too early, at its warm-up edge; measured around the average instead, the spread's minimum
-    sits within a few dozen steps of the average's own peak (README, "Does automatic stopping find the right
-    iterate?"). It also needs one image of memory where the window of iterates needs W.
+    the raw iterates already wander while the average is still improving (traced at 64 px, sigma 50: the average
+    peaked 100-250 steps after them). ES-WMV's variance of the raw iterates times their turn and so returned the
+    average too early, often at the warm-up's edge; measured around the average instead, the minimum lies closer to
+    the average's own peak (README, "Does automatic stopping find the right iterate?"). It also needs one image of
+    memory where the window of iterates needs W.
     """
 
     name = "average-spread"

@@ -268,14 +268,17 @@ def _strong_noise_on_fur():
     side = min(image.shape[:2])
     clean = transform.resize(image[:side, :side] / 255.0, (48, 48), anti_aliasing=True).astype(np.float32)
     noisy = add_gaussian_noise(clean, 50, np.random.default_rng(0))
-    as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()  # noqa: E731
+
+    def as_tensor(pixels: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(pixels).permute(2, 0, 1)[None].contiguous()
+
     return Observation(as_tensor(noisy)), as_tensor(clean)
 
 
 def test_a_minimum_at_the_warm_up_edge_is_no_longer_what_is_returned():
     # Issue 15's failure, small: the windowed variance of the raw iterates is lowest where the warm-up ends, so
     # ES-WMV returns the average at the warm-up's last step, long before the average's own peak. The spread
-    # around the average turns where the average does.
+    # around the average turns near that peak here.
     from dip.config import FitConfig, NetConfig
     from dip.fit import fit
     from dip.metrics import psnr
