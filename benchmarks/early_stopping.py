@@ -33,6 +33,7 @@ dropped at random (dropP) and kate's text mask. Nothing here is a test; the libr
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import platform
@@ -383,6 +384,13 @@ def _noise(corrupted: np.ndarray, known: np.ndarray | None, task: Task, loss: Lo
     return noise_variance(_tensor(corrupted))
 
 
+@functools.cache
+def traced_case_noise(image: str, corruption: str, seed: int, size: int) -> float | None:
+    """The noise variance a live run of a traced case gave its detector: the corrupted image is made again (same
+    seed) and estimated once per case, however many rules are replayed on it."""
+    return _noise(*corrupt(load_clean(image, size), corruption, seed))
+
+
 def replayed_statistic(trace: dict, rule: str, window: int, weight: float) -> list[float]:
     """The statistic the detector of ``rule`` computes, read from a trace.
 
@@ -415,9 +423,8 @@ def replay(case: dict, stop_cfg: StopConfig, cap: int) -> tuple[int | None, int,
     trace = case["trace"]
     preset = PRESETS[case["preset"]]
     weight = preset.fit.average or DEFAULT_SPREAD_WEIGHT  # the benchmark always averages, with this weight
-    # The corrupted image is made again (same seed) for the noise estimate a live run would have made.
-    clean = load_clean(case["image"], case["size"])
-    detector = make_detector(stop_cfg, _noise(*corrupt(clean, case["corruption"], case["seed"])), weight)
+    noise = traced_case_noise(case["image"], case["corruption"], case["seed"], case["size"])
+    detector = make_detector(stop_cfg, noise, weight)
     values = iter(replayed_statistic(trace, stop_cfg.resolved_rule, stop_cfg.window, weight))
     detector.push = lambda x: next(values)
     for iteration in range(1, cap + 1):

@@ -17,7 +17,6 @@ is a test; no net is fitted.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import statistics
@@ -26,23 +25,18 @@ from pathlib import Path
 
 import early_stopping  # the neighbouring benchmark: images, corruptions, noise estimate, statistics from traces
 
+from dip.config import StopConfig
 from dip.stopping import LOSS_WINDOW
 
-NOISE_FLOOR = 0.8  # StopConfig.noise_floor
-
-
-@functools.cache
-def _loss_floor(image: str, corruption: str, seed: int, size: int) -> float | None:
-    clean = early_stopping.load_clean(image, size)
-    noise = early_stopping._noise(*early_stopping.corrupt(clean, corruption, seed))
-    return None if noise is None else NOISE_FLOOR * noise
+NOISE_FLOOR = StopConfig().noise_floor  # the light presets' too
 
 
 def decide(case: dict, statistic: list[float], *, warmup=300, patience=500, cap=2000, band=0.0) -> tuple[int, int]:
     """(stopped at, returned iteration). With ``band`` > 0 the returned iteration is the last one whose statistic
     was within (1 + band) of the minimum so far, and patience counts from there."""
     losses = case["trace"]["loss"]
-    floor = _loss_floor(case["image"], case["corruption"], case["seed"], case["size"])
+    noise = early_stopping.traced_case_noise(case["image"], case["corruption"], case["seed"], case["size"])
+    floor = None if noise is None else NOISE_FLOOR * noise
     best, kept, recent = math.inf, None, []
     steps = min(cap, len(statistic))
     for iteration in range(1, steps + 1):

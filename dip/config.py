@@ -222,7 +222,7 @@ PAPER_SCATTERED = Preset(
 # Chosen on the early-stopping benchmark's tuning traces (60 cases at 64 px, 20 at 128 px, textured images and
 # strong noise among them; README "Does automatic stopping find the right iterate?"). The spread around the
 # average replaced the raw iterates' windowed variance (W 200, patience 500), whose minimum fell at the warm-up's
-# edge under strong noise and returned the average 100-800 steps before its peak (128 px: 80 % of cases within
+# edge under strong noise and returned the average 100-1560 steps before its peak (128 px: 80 % of cases within
 # 1 dB of the peak, worst 2.58 dB; the spread: 95 %, worst 1.44). A 200-step window beat 50 and 100 at 128 px;
 # patience 300 returned the same images as 400 and 500, sooner; the warm-up (200-400 alike) keeps the first,
 # fast-falling stretch of the curve out; the 2000-step cap keeps slowly converging nets from drifting past their
