@@ -21,7 +21,7 @@ import dip  # first: it sets the OpenMP wait policy, which only takes effect bef
 import numpy as np
 import torch
 
-import dip.api
+import dip.pipeline
 from dip.api import restore
 from dip.io import Picture
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     pixels = np.random.default_rng(0).random((args.size, args.size, 3), dtype=np.float32)
     picture = Picture(pixels, None, 8, "RGB", None)
-    save = dip.api.save_checkpoint
+    save = dip.pipeline.save_checkpoint
     print(f"# {args.size}x{args.size} RGB, {args.threads} thread(s), torch {torch.__version__}")
     for case in args.cases.split(","):
         preset, rule = case.split(":")
@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
 
         with tempfile.TemporaryDirectory() as scratch:
             checkpoint = Path(scratch) / "run.ckpt"
-            dip.api.save_checkpoint = timed
+            dip.pipeline.save_checkpoint = timed
             try:
                 restore(picture, preset=preset, stop=rule, iterations=args.steps, checkpoint=checkpoint,
                         checkpoint_every=1)  # fmt: skip
             finally:
-                dip.api.save_checkpoint = save
+                dip.pipeline.save_checkpoint = save
             size = checkpoint.stat().st_size / 2**20
         print(f"{preset:<6} {rule:<4} {size:>7.0f} MiB  seconds per save: {', '.join(f'{s:.2f}' for s in seconds)}")
     return 0

@@ -53,10 +53,11 @@ from PIL import Image
 
 from dip import degradations
 from dip.config import PRESETS, Loss, StopConfig, Task, resolve_preset
-from dip.degradations import Observation, is_scattered
+from dip.degradations import is_scattered
 from dip.fit import iterate
 from dip.metrics import psnr
 from dip.nets import build_net, make_input
+from dip.operators import Identity, Mask, Observation
 from dip.stopping import (
     DEFAULT_SPREAD_WEIGHT,
     AverageSpread,
@@ -155,7 +156,7 @@ def run_case(clean: np.ndarray, corruption: str, seed: int, args, variant: str =
         stop_cfg = replace(stop_cfg, noise_floor=args.noise_floor)
     device = torch.device(args.device)
     mask = None if known is None else torch.from_numpy(known.astype(np.float32))[None, None]
-    observation = Observation(_tensor(corrupted), mask).to(device)
+    observation = Observation(_tensor(corrupted), Identity() if mask is None else Mask(mask)).to(device)
     reference = _tensor(clean).to(device)
     net = build_net(preset.net, clean.shape[2], seed=seed).to(device)
     z = make_input(preset.net, *clean.shape[:2], generator=torch.Generator().manual_seed(seed)).to(device)

@@ -5,7 +5,7 @@
 
 For each K, K images (the early-stopping benchmark's photographs with Gaussian noise, sigma = 25, cycled when K
 is larger) are fitted for ``--steps`` steps with stopping off, first one after another with ``dip.fit.fit``,
-then all at once with ``dip.parallel.fit_parallel``, after one untimed warm-up fit. Reported: seconds of each,
+then all at once with ``dip.fit.fit_parallel``, after one untimed warm-up fit. Reported: seconds of each,
 images per minute, the speed-up (sequential time over parallel time), and the mean PSNR of both runs' images with
 the largest difference between an image's two PSNRs. The two runs compute the same fits but not bit for bit
 (grouped convolutions take other kernels and sum in another order, and Adam's normalised steps let rounding
@@ -30,11 +30,10 @@ import dip  # first: it sets the OpenMP wait policy, which only takes effect bef
 import torch
 
 from dip.config import FitConfig, Task, resolve_preset
-from dip.degradations import Observation
 from dip.device import resolve_device
-from dip.fit import fit
+from dip.fit import fit, fit_parallel
 from dip.metrics import psnr
-from dip.parallel import fit_parallel
+from dip.operators import Observation
 
 # isort: split
 from early_stopping import IMAGES, corrupt, load_clean

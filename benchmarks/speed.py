@@ -59,10 +59,10 @@ def run_one(case: dict) -> dict:
     import torch
 
     from dip.config import resolve_preset
-    from dip.degradations import Observation
     from dip.device import resolve_device
     from dip.fit import iterate
     from dip.nets import build_net, make_input
+    from dip.operators import Observation
     from dip.stopping import make_detector
 
     torch.set_num_threads(case["threads"])
@@ -72,7 +72,7 @@ def run_one(case: dict) -> dict:
     fit_cfg = replace(preset.fit, iterations=steps, **variant_settings(case["variant"]))
     size = case["size"]
     clean = torch.rand((1, 3, size, size), generator=torch.Generator().manual_seed(0))
-    observation = Observation(clean, None).to(device)
+    observation = Observation(clean).to(device)
     net = build_net(preset.net, 3, seed=0).to(device)
     z = make_input(preset.net, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     detector = make_detector(preset.stop, average=preset.fit.average)

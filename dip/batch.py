@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from .config import NO_OVERRIDES, Overrides
 from .errors import DipError, UsageError
 from .io import IMAGE_SUFFIXES
 from .report import sidecar_path, to_json
@@ -264,3 +267,187 @@ def _outcome(restore_one: Callable[[Job], dict], job: Job) -> dict | Exception:
         raise
     except Exception as error:  # a bug on one image must not cost the rest of the folder its results
         return error
+
+
+# --- restoring a folder ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FolderSettings:
+    """What applies to every image of a folder run: the command line's choices, given once."""
+
+    task: str = "auto"
+    mask_invert: bool = False
+    preset: str = "auto"
+    overrides: Overrides = NO_OVERRIDES
+    snapshots: str | None = None
+    animate: bool = False
+    restarts: int = 1
+    restarts_at_once: bool | None = None
+    parallel: int = 1  # images of one size fitted at once
+
+
+class FolderProgress(Protocol):
+    def start_image(self, name: str, steps: int) -> None: ...
+    def __call__(self, step) -> None: ...
+
+
+class FolderRun:
+    """Restores the jobs of a folder, each image through ``dip.pipeline`` as ``dip restore`` restores one.
+
+    ``interrupt`` set between two images starts no other; set during one, it abandons that image (nothing is
+    written for it, the next run redoes it). ``progress`` hears when an image starts and sees its steps.
+    """
+
+    def __init__(
+        self, settings: FolderSettings, device, *, interrupt: threading.Event, progress: FolderProgress | None = None
+    ) -> None:
+        self.settings, self.device, self.interrupt = settings, device, interrupt
+        self.progress = progress
+
+    def check(self, jobs: list[Job]) -> None:
+        """What every image would fail on in the same way (a preset, a snapshot schedule), refused once."""
+        from .config import resolve_preset
+        from .pipeline import choose_task
+        from .snapshots import parse_schedule
+
+        settings = self.settings
+        tasks = {choose_task(settings.task, has_mask=j.mask is not None, source=j.source)
+                 for j in jobs if not j.problem}  # fmt: skip
+        for task in tasks:
+            for scattered in (False, True) if task == "inpaint" else (False,):
+                preset = settings.overrides.apply(resolve_preset(settings.preset, task, self.device.type,
+                                                                 scattered_mask=scattered))  # fmt: skip
+                if settings.snapshots is not None:
+                    parse_schedule(settings.snapshots, preset.fit.iterations)
+
+    def run(self, jobs: list[Job], *, manifest: Path, overwrite: bool, fail_fast: bool, extra: dict) -> Iterator[dict]:
+        """Each job's manifest record as it is appended (see :func:`run_jobs`)."""
+        parallel = self.settings.parallel
+        many = self.restore_many if parallel > 1 else None
+        yield from run_jobs(jobs, self.restore_one, manifest=manifest, overwrite=overwrite, fail_fast=fail_fast,
+                            extra=extra, restore_many=many, group=parallel)  # fmt: skip
+
+    def _prepare(self, job: Job):
+        from .pipeline import prepare
+
+        s = self.settings
+        return prepare(job.source, task=s.task, mask=job.mask, mask_invert=s.mask_invert, preset=s.preset,
+                       overrides=s.overrides, device=self.device, reference=job.reference, seed=job.seed)  # fmt: skip
+
+    def _start(self, name: str, steps: int) -> None:
+        if self.progress is not None:
+            self.progress.start_image(name, steps)
+
+    def restore_one(self, job: Job) -> dict:
+        from .pipeline import solve
+        from .snapshots import check_folder, default_folder
+
+        if self.interrupt.is_set():  # a signal came between two images: do not start another
+            raise Abandoned
+        settings, plan = self.settings, self._prepare(job)
+        self._start(job.name, plan.preset.fit.iterations)
+        snapshots = None
+        if settings.snapshots is not None:
+            folder = default_folder(job.output)
+            check_folder(folder, overwrite=True)  # leftovers of an attempt that did not finish
+            snapshots = plan.snapshots(settings.snapshots, folder)
+        restoration = solve(plan, observe=self.progress, interrupt=self.interrupt, snapshots=snapshots,
+                            restarts=settings.restarts, restarts_at_once=settings.restarts_at_once)  # fmt: skip
+        return self._write(job, plan, restoration)
+
+    def restore_many(self, chunk: list[Job]) -> list[dict | Exception]:
+        """Up to ``parallel`` images: those of one task, size, channel count and preset are fitted together."""
+        from .pipeline import solve_together
+
+        if self.interrupt.is_set():
+            raise Abandoned
+        outcomes: dict[str, dict | Exception] = {}
+        groups: dict[tuple, list] = {}
+        for job in chunk:
+            try:
+                plan = self._prepare(job)
+            except DipError as error:
+                outcomes[job.name] = error
+                continue
+            groups.setdefault((plan.task, plan.picture.pixels.shape, plan.preset), []).append((job, plan))
+        progress = self.progress
+
+        def first_only(k: int, step) -> None:  # one bar for the group: its first image's steps
+            if k == 0:
+                progress(step)
+
+        for members in groups.values():
+            first_job, first_plan = members[0]
+            self._start(f"{len(members)} x {first_job.name}", first_plan.preset.fit.iterations)
+            try:
+                restorations = solve_together(
+                    [plan for _, plan in members],
+                    observe=None if progress is None else first_only,
+                    interrupt=self.interrupt,
+                )
+            except Exception as error:  # the group's failure is each of its images' failure
+                outcomes.update({job.name: error for job, _ in members})
+                continue
+            for (job, plan), restoration in zip(members, restorations, strict=True):
+                try:
+                    outcomes[job.name] = self._write(job, plan, restoration)
+                except Exception as error:
+                    outcomes[job.name] = error
+        return [outcomes[job.name] for job in chunk]
+
+    def _write(self, job: Job, plan, restoration) -> dict:
+        """The image's files, and the manifest's summary of it."""
+        from .pipeline import write
+
+        if restoration.result.stop_reason == "interrupted":
+            raise Abandoned
+        inputs = {"input": job.source, "mask": job.mask, "reference": job.reference}
+        record = write(plan, restoration, job.output, inputs=inputs, animate=self.settings.animate)
+        keys = ("task", "iterations", "best_iteration", "stop_reason", "preset", "device", "rollbacks")
+        scores = ("psnr", "ssim", "input_psnr", "input_ssim", "peak_psnr", "peak_iteration")
+        return {key: record[key] for key in (*keys, *scores) if key in record} | {"fit_seconds": record["seconds"]}
+
+
+# --- several processes -------------------------------------------------------------------------------------
+
+
+def device_for(device: str, shard: Shard) -> str:
+    """Under a launcher, ``auto`` means this process's own GPU (LOCAL_RANK), not everyone's first one."""
+    if device != "auto" or shard.world == 1:
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{shard.local_rank % torch.cuda.device_count()}"
+    return device
+
+
+def join_process_group(shard: Shard):
+    """Joins the launcher's group (gloo: it only serves the final gather, on CPU or GPU machines alike)."""
+    if shard.world == 1:
+        return None
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        try:
+            # Processes finish their shares at different times; the barrier must outwait the slowest one.
+            dist.init_process_group("gloo", timeout=timedelta(days=7))
+        except ValueError as error:
+            raise UsageError(f"RANK/WORLD_SIZE are set but no launcher is: start with torchrun ({error})") from None
+    return dist
+
+
+def gather_records(group, shard: Shard, records: list[dict], output_dir: Path) -> list[dict]:
+    """Every process's records, on every process; rank 0 merges the manifest parts first."""
+    if group is None:
+        return records
+    everyone: list[list[dict]] = [[] for _ in range(shard.world)]
+    group.all_gather_object(everyone, records)
+    if shard.rank == 0:
+        merge_manifests(output_dir)
+    group.barrier()
+    group.destroy_process_group()
+    return [record for share in everyone for record in share]

@@ -12,24 +12,20 @@ import torch
 from .config import Preset
 from .errors import InputError, UsageError
 from .io import atomic_output
+from .operators import Operator
 from .report import to_json
 
 CHECKPOINT_FORMAT = "dip-checkpoint/1"
 
 
-def fingerprint_of(
-    y: torch.Tensor, mask: torch.Tensor | None, preset: Preset, seed: int, snapshots: str | None
-) -> dict:
+def fingerprint_of(y: torch.Tensor, operator: Operator, preset: Preset, seed: int, snapshots: str | None) -> dict:
     """What a checkpoint must share with the run that resumes it, as plain values."""
-
-    def digest(tensor: torch.Tensor | None) -> str | None:
-        return None if tensor is None else hashlib.sha256(tensor.numpy().tobytes()).hexdigest()
-
     # The cap is left out: running a resumed fit further (or less far) does not change the steps already taken.
     fit_settings = {k: v for k, v in asdict(preset.fit).items() if k != "iterations"}
     stop_settings = {k: v for k, v in asdict(preset.stop).items() if k != "cap"}
     settings = json.loads(to_json({"net": asdict(preset.net), "fit": fit_settings, "stop": stop_settings}))
-    return {"image": digest(y), "mask": digest(mask), "settings": settings, "seed": seed, "snapshots": snapshots}
+    image = hashlib.sha256(y.cpu().numpy().tobytes()).hexdigest()
+    return {"image": image, **operator.fingerprint(), "settings": settings, "seed": seed, "snapshots": snapshots}
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:

@@ -310,26 +310,50 @@ def _given(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def with_overrides(
-    preset: Preset,
-    *,
-    iterations: int | None = None,
-    lr: float | None = None,
-    loss: Loss | str | None = None,
-    stop: str | None = None,
-    window: int | None = None,
-    patience: int | None = None,
-    noise_floor: float | None = None,
-) -> Preset:
-    """A preset with the command line's explicit choices applied; None keeps the preset's value.
+@dataclass(frozen=True)
+class Overrides:
+    """The command line's explicit choices for the fit, one value for a whole command: applied to whichever preset
+    each image gets. None keeps the preset's value. Checked here, once, before any image is read.
 
-    ``iterations`` is the exact step count when stopping is off and the cap when it is on. The preset's own
-    fit.iterations becomes the number of steps actually asked of the fit: the count or the cap.
+    ``iterations`` is the exact step count when stopping is off and the cap when it is on.
     """
-    rule = None if stop == "auto" else stop  # auto: the rule the preset was measured with
-    stop_cfg = replace(
-        preset.stop, **_given(rule=rule, window=window, patience=patience, noise_floor=noise_floor, cap=iterations)
-    )
-    steps = preset.fit.iterations if stop_cfg.resolved_rule == "off" else stop_cfg.cap
-    fit_cfg = replace(preset.fit, **_given(iterations=iterations or steps, lr=lr, loss=loss))
-    return replace(preset, fit=fit_cfg, stop=stop_cfg)
+
+    iterations: int | None = None
+    lr: float | None = None
+    loss: Loss | str | None = None
+    stop: str | None = None
+    window: int | None = None
+    patience: int | None = None
+    noise_floor: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.iterations is not None and self.iterations < 1:
+            raise UsageError(f"--iters must be at least 1, not {self.iterations}")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageError(f"--lr must be positive, not {self.lr}")
+        if self.loss is not None and self.loss not in ("l1", "l2"):
+            raise UsageError(f"--loss must be l1 or l2, not {self.loss!r}")
+        if self.stop is not None and self.stop not in STOP_RULES:
+            raise UsageError(f"--stop must be one of {', '.join(STOP_RULES)}, not {self.stop!r}")
+        if self.noise_floor is not None and not 0 <= self.noise_floor < 1:
+            raise UsageError(f"--noise-floor must be in [0, 1) (0 = off), not {self.noise_floor}")
+        for name, value, least in (("--window", self.window, 2), ("--patience", self.patience, 1)):
+            if value is not None and value < least:
+                raise UsageError(f"{name} must be at least {least}, not {value}")
+
+    def apply(self, preset: Preset) -> Preset:
+        """The preset with these choices applied. Its fit.iterations becomes the number of steps actually asked of
+        the fit: the count when stopping is off, the cap when it is on."""
+        rule = None if self.stop == "auto" else self.stop  # auto: the rule the preset was measured with
+        stop_cfg = replace(
+            preset.stop,
+            **_given(
+                rule=rule, window=self.window, patience=self.patience, noise_floor=self.noise_floor, cap=self.iterations
+            ),
+        )
+        steps = preset.fit.iterations if stop_cfg.resolved_rule == "off" else stop_cfg.cap
+        fit_cfg = replace(preset.fit, **_given(iterations=self.iterations or steps, lr=self.lr, loss=self.loss))
+        return replace(preset, fit=fit_cfg, stop=stop_cfg)
+
+
+NO_OVERRIDES = Overrides()  # every preset value kept

@@ -1,57 +1,16 @@
-"""Forward models y = A(x), the data loss, and the corruptions used to make test images.
+"""The corruptions used to make test images, and how a mask's holes lie.
 
-Denoising and JPEG restoration observe the image itself (A = identity); inpainting observes the known pixels
-(A = diag(mask)). The makers at the bottom work on float arrays (H, W, C) in [0, 1] and are what ``dip degrade``
-runs.
+The makers work on float arrays (H, W, C) in [0, 1] and are what ``dip degrade`` runs. The forward operators the
+fit inverts are in ``dip.operators``.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from .config import Loss
 from .errors import UsageError
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the fit sees: the corrupted image ``y`` (1, C, H, W) and, for inpainting, ``mask`` (1, 1, H, W).
-
-    The mask is 1 at known pixels and 0 at those to fill in.
-    """
-
-    y: torch.Tensor
-    mask: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.mask is None else x * self.mask
-
-    def loss(self, x: torch.Tensor, kind: Loss = Loss.l2) -> torch.Tensor:
-        return data_loss(x, self.y, self.mask, kind)
-
-    def to(self, device: torch.device) -> Observation:
-        mask = None if self.mask is None else self.mask.to(device)
-        return Observation(self.y.to(device), mask)
-
-
-def data_loss(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, kind: Loss = Loss.l2) -> torch.Tensor:
-    """Mean error over the known entries only.
-
-    Dividing by the number of known entries rather than by all of them keeps the gradient scale, and so the
-    useful learning rate, independent of how large the hole is. Unknown pixels of ``y`` do not enter at all.
-    """
-    diff = x - y
-    error = diff.square() if Loss(kind) is Loss.l2 else diff.abs()
-    if mask is None:
-        return error.mean()
-    weights = mask.expand_as(error)
-    # where() rather than a product: y may hold NaN or garbage at unknown pixels, and 0 * NaN is NaN.
-    return torch.where(weights > 0, error, torch.zeros_like(error)).sum() / weights.sum()
-
 
 # Below this, a mask's holes are taken for scattered pixels: the chance that a missing pixel's neighbour is missing
 # too, less the chance for any pixel, over what it could be above it (0 for pixels dropped at random, 1 for one

@@ -20,7 +20,7 @@ def _conv_bn_act(in_channels: int, out_channels: int, kernel: int, stride: int =
     return [*_conv(in_channels, out_channels, kernel, stride), nn.BatchNorm2d(out_channels), nn.LeakyReLU(0.2)]
 
 
-class _Level(nn.Module):
+class Level(nn.Module):
     """One scale: a stride-2 encoder branch that holds the coarser levels, an optional skip branch, a decoder."""
 
     def __init__(self, cfg: NetConfig, index: int, in_channels: int) -> None:
@@ -31,7 +31,7 @@ class _Level(nn.Module):
             *_conv_bn_act(down, down, cfg.kernel_down[index]),
         ]
         if index + 1 < cfg.scales:
-            deeper.append(_Level(cfg, index + 1, down))
+            deeper.append(Level(cfg, index + 1, down))
             deeper_channels = cfg.channels_up[index + 1]
         else:
             deeper_channels = down
@@ -62,7 +62,7 @@ class SkipNet(nn.Module):
     def __init__(self, cfg: NetConfig, out_channels: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.body = _Level(cfg, 0, cfg.input_depth)
+        self.body = Level(cfg, 0, cfg.input_depth)
         self.head = nn.Sequential(*_conv(cfg.channels_up[0], out_channels, 1), nn.Sigmoid())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

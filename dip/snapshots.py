@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .io import Picture, read_image, write_image
+from .io import Picture, atomic_output, read_image, write_image
 from .metrics import psnr, ssim
+from .report import to_json
 
 DEFAULT_LOG_COUNT = 8  # snapshots kept when only a sheet, an animation or a report is asked for
 MANIFEST = "snapshots.json"
@@ -72,6 +73,36 @@ def log_spaced(count: int, cap: int) -> list[int]:
     for k in range(count - 2, -1, -1):
         points[k] = min(points[k], points[k + 1] - 1)
     return points
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    """Which iterates a run keeps (``spec`` as given, ``schedule`` as parsed against the run's cap) and where."""
+
+    spec: str
+    schedule: list[int]
+    folder: Path
+
+    @classmethod
+    def parse(cls, spec: str, folder: str | Path | None, cap: int) -> SnapshotPlan:
+        if folder is None:
+            raise UsageError("snapshots need a folder to go to: give snapshot_dir")
+        return cls(spec, parse_schedule(spec, cap), Path(folder))
+
+    def write_manifest(self, kept: list[Snapshot], result, averaged: bool) -> None:
+        """``snapshots.json``: the schedule, what was kept, and where the run stopped and what it returned."""
+        manifest = {
+            "schedule": self.spec,
+            "scheduled": self.schedule,
+            "not_reached": [i for i in self.schedule if i > result.iterations],
+            "image": "output average" if averaged else "iterate",
+            "returned_iteration": result.best_iteration,
+            "stopped_at": result.iterations,
+            "stop_reason": result.stop_reason,
+            "snapshots": [snapshot.record() for snapshot in kept],
+        }
+        with atomic_output(self.folder / MANIFEST) as temporary:
+            temporary.write_text(to_json(manifest) + "\n", encoding="utf-8")
 
 
 def default_folder(output: Path) -> Path:
@@ -227,7 +258,8 @@ def make_pictures(
     Sheet tiles: the corrupted input, every kept snapshot in order, the returned image, the reference if given.
     Returns {"sheet": path, "curves": path[, "animation": path]}.
     """
-    from .visuals import Tile, save_animation, save_curves, save_sheet
+    from .curves import save_curves
+    from .visuals import Tile, save_animation, save_sheet
 
     folder: Path = restoration.snapshot_dir
     metrics = restoration.metrics

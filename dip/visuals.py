@@ -9,13 +9,9 @@ Every file is written through `dip.io.atomic_output`, so a failed or interrupted
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import enum
-import html
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,19 +19,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from dip.errors import InputError, OutputError
-from dip.io import atomic_output
+from dip.files import atomic_output, format_for
 
 _SHEET_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _SHEET_OPTIONS = {"JPEG": {"quality": 92}, "WEBP": {"lossless": True}}  # a sheet is about the details: no blur
 _ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP"}
-_CURVE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
-_MIME_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-}
 
 _MARGIN = 8  # between tiles and around the sheet
 _PAD = 4  # inside a label band
@@ -251,7 +239,7 @@ def save_sheet(tiles: Sequence[Tile], path: str | Path, **options) -> Image.Imag
     Raises InputError for bad tiles or options and OutputError for an unknown suffix or a failed write.
     """
     path = Path(path)
-    fmt = _format_for(path, _SHEET_FORMATS, "a contact sheet")
+    fmt = format_for(path, _SHEET_FORMATS, "a contact sheet")
     sheet = contact_sheet(tiles, **options)  # before opening the file, so bad tiles leave nothing behind
     with atomic_output(path) as tmp:
         try:
@@ -282,7 +270,7 @@ def save_animation(
     Raises InputError for bad tiles or timings and OutputError for an unknown suffix or a failed write.
     """
     path = Path(path)
-    fmt = _format_for(path, _ANIMATION_FORMATS, "an animation")
+    fmt = format_for(path, _ANIMATION_FORMATS, "an animation")
     for name, value in (("frame_ms", frame_ms), ("last_frame_ms", last_frame_ms)):
         if value < _MIN_FRAME_MS:
             raise InputError(f"{name} is {value} ms; use at least {_MIN_FRAME_MS} (browsers slow shorter frames)")
@@ -337,223 +325,7 @@ def _frame(
     return frame
 
 
-# ----------------------------------------------------------------------------------------------------- curves
-
-
-def save_curves(
-    path: str | Path,
-    *,
-    losses: Sequence[float],
-    statistics: Sequence[float] | None = None,
-    statistic_name: str = "",
-    psnr: Sequence[tuple[int, float]] | None = None,
-    returned_iteration: int | None = None,
-    peak_iteration: int | None = None,
-    snapshot_iterations: Sequence[int] = (),
-) -> None:
-    """Stacked panels sharing the iteration axis, written as PNG (or SVG/PDF, from the suffix).
-
-    Iteration i is index i - 1 of the per-step lists. Panels: the data loss (log y); the early-stopping
-    statistic (log y; NaN, undefined during its first window, is not drawn; no panel when there is nothing to
-    draw); PSNR against a reference from `psnr`, (iteration, dB) samples, when given. Vertical lines mark the
-    returned iteration and the PSNR peak, faint ones the snapshots. Values a log axis cannot show (zero,
-    negative, NaN, infinite) are left out rather than failing.
-
-    Raises InputError when `losses` is empty and OutputError for an unknown suffix or a failed write.
-    """
-    path = Path(path)
-    fmt = _format_for(path, _CURVE_FORMATS, "the curves")
-    loss_values = _log_plottable(losses)
-    if loss_values.size == 0:
-        raise InputError("there are no loss values to plot")
-    statistic_values = _log_plottable(statistics or ())
-    has_statistic = bool(np.isfinite(statistic_values).any())
-    psnr_points = [(int(it), float(db)) for it, db in (psnr or ()) if math.isfinite(float(db))]
-
-    # Figure + an explicit Agg canvas rather than pyplot or matplotlib.use("Agg"): pyplot keeps every figure
-    # in a global registry until closed, and use() would switch the backend of a notebook that called us.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    panels = 1 + has_statistic + bool(psnr_points)
-    figure = Figure(figsize=(8.0, 0.6 + 2.2 * panels), dpi=110, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
-
-    loss_axis = axes[0]
-    loss_axis.plot(np.arange(1, loss_values.size + 1), loss_values, color="C0", linewidth=1.0, label="data loss")
-    _log_scale_if_possible(loss_axis, loss_values)
-    loss_axis.set_ylabel("data loss")
-    panel = 1
-    if has_statistic:
-        axis = axes[panel]
-        axis.plot(np.arange(1, statistic_values.size + 1), statistic_values, color="C2", linewidth=1.0)
-        _log_scale_if_possible(axis, statistic_values)
-        axis.set_ylabel(statistic_name or "stopping statistic")
-        panel += 1
-    if psnr_points:
-        axis = axes[panel]
-        iterations, values = zip(*psnr_points, strict=True)
-        axis.plot(iterations, values, color="C1", linewidth=1.0, marker="o" if len(values) <= 60 else None, ms=3)
-        axis.set_ylabel("PSNR (dB)")
-
-    for index, axis in enumerate(axes):
-        first = index == 0  # one legend entry per kind of line, not one per panel
-        for number, iteration in enumerate(snapshot_iterations):
-            label = "snapshots" if first and number == 0 else None
-            axis.axvline(iteration, color="C4", linewidth=0.8, linestyle=":", alpha=0.6, zorder=0, label=label)
-        if returned_iteration is not None:
-            label = f"returned (it {returned_iteration})" if first else None
-            axis.axvline(returned_iteration, color="C3", linewidth=1.3, label=label)
-        if peak_iteration is not None:
-            label = f"peak PSNR (it {peak_iteration})" if first else None
-            axis.axvline(peak_iteration, color="C1", linewidth=1.3, linestyle="--", label=label)
-        axis.grid(True, which="major", alpha=0.3)
-    axes[-1].set_xlabel("iteration")
-    loss_axis.legend(loc="upper right", fontsize="small", framealpha=0.85)
-
-    with atomic_output(path) as tmp:
-        try:
-            figure.savefig(tmp, format=fmt)
-        except OSError as e:
-            raise OutputError(f"cannot write '{path}': {e}", path=path) from e
-
-
-def _log_plottable(values: Sequence[float | None]) -> np.ndarray:
-    # None becomes NaN, and NaN is a gap in a matplotlib line: the natural way to "not draw" a value.
-    array = np.asarray(values, dtype=np.float64).ravel()
-    return np.where(np.isfinite(array) & (array > 0), array, np.nan)
-
-
-def _log_scale_if_possible(axis, values: np.ndarray) -> None:
-    if np.isfinite(values).any():  # an empty log axis warns and picks meaningless limits
-        axis.set_yscale("log")
-
-
-# ----------------------------------------------------------------------------------------------------- report
-
-
-_REPORT_STYLE = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.3em 0; }
-th, td { text-align: left; vertical-align: top; padding: 0.2em 0.8em 0.2em 0; }
-th { font-weight: 600; color: #444; } td td, td th { font-size: 0.95em; }
-figure { margin: 1em 0; } img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 0.9em; }
-"""
-
-
-def save_report(
-    path: str | Path,
-    *,
-    title: str,
-    images: Sequence[tuple[str, str | Path]],
-    settings: Mapping,
-    metrics: Mapping,
-    notes: Sequence[str] = (),
-) -> None:
-    """One self-contained HTML5 page: title, metrics, the images with their captions, settings, notes.
-
-    Images are embedded as base64 data: URIs (.png, .jpg/.jpeg, .gif, .webp); the page refers to no other
-    file, site or script. Nested settings become nested tables. All text is escaped.
-
-    Raises InputError when an image is missing, unreadable or of another type, OutputError on a failed write.
-    """
-    path = Path(path)
-    figures = [_figure(caption, Path(image)) for caption, image in images]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_REPORT_STYLE}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
-    if metrics:
-        parts += ["<section>", "<h2>Metrics</h2>", _html_table(metrics), "</section>"]
-    if figures:
-        parts += ["<section>", "<h2>Pictures</h2>", *figures, "</section>"]
-    if settings:
-        parts += ["<section>", "<h2>Settings</h2>", _html_table(settings), "</section>"]
-    if notes:
-        items = "".join(f"<li>{html.escape(str(note))}</li>" for note in notes)
-        parts += ["<section>", "<h2>Notes</h2>", f"<ul>{items}</ul>", "</section>"]
-    parts += ["</body>", "</html>", ""]
-    with atomic_output(path) as tmp:
-        try:
-            tmp.write_text("\n".join(parts), encoding="utf-8")
-        except OSError as e:
-            raise OutputError(f"cannot write '{path}': {e}", path=path) from e
-
-
-def _figure(caption: str, image: Path) -> str:
-    mime = _MIME_TYPES.get(image.suffix.lower())
-    if mime is None:
-        raise InputError(
-            f"cannot embed '{image}' in the report: unknown image type '{image.suffix}'; "
-            f"use one of {', '.join(sorted(_MIME_TYPES))}",
-            path=image,
-        )
-    try:
-        data = image.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot embed '{image}' in the report: {e.strerror or e}", path=image) from e
-    uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-    text = html.escape(str(caption))
-    return f'<figure><img src="{uri}" alt="{text}"><figcaption>{text}</figcaption></figure>'
-
-
-def _html_table(mapping: Mapping) -> str:
-    rows = "".join(
-        f"<tr><th>{html.escape(str(key))}</th><td>{_html_value(value)}</td></tr>" for key, value in mapping.items()
-    )
-    return f"<table>{rows}</table>"
-
-
-def _html_value(value) -> str:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return _html_table(value) if value else "<em>none</em>"
-    if isinstance(value, (list, tuple)):
-        if all(_is_scalar(item) for item in value):
-            return html.escape(", ".join(_plain(item) for item in value)) or "<em>none</em>"
-        return "<ol>" + "".join(f"<li>{_html_value(item)}</li>" for item in value) + "</ol>"
-    return html.escape(_plain(value))
-
-
-def _is_scalar(value) -> bool:
-    return not isinstance(value, (Mapping, list, tuple)) and not dataclasses.is_dataclass(value)
-
-
-def _plain(value) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, enum.Enum):
-        return str(value.value)
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def _format_for(path: Path, formats: Mapping[str, str], what: str) -> str:
-    fmt = formats.get(path.suffix.lower())
-    if fmt is None:
-        raise OutputError(
-            f"cannot write {what} to '{path}': unknown type '{path.suffix}'; use one of {', '.join(formats)}",
-            path=path,
-        )
-    return fmt
 
 
 def _tile_pictures(tiles: Sequence[Tile]) -> list[Image.Image]:

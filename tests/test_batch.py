@@ -76,7 +76,7 @@ def test_second_run_skips_done_images_without_fitting(capsys, folder, tmp_path, 
     def no_fitting(*args, **kwargs):
         raise AssertionError("a done image was fitted again")
 
-    monkeypatch.setattr("dip.api.fit", no_fitting)
+    monkeypatch.setattr("dip.pipeline.fit", no_fitting)
     code, out, _ = run(capsys, "batch", folder, output, "-r", *FAST)
     assert code == 1 and "0 done, 3 skipped, 1 failed" in out  # the corrupt file fails again, cheaply
     assert {p: p.stat().st_mtime_ns for p in output.rglob("*.png")} == written
@@ -93,7 +93,7 @@ def test_a_run_killed_mid_image_leaves_no_partial_output_and_resumes(capsys, fol
             raise KeyboardInterrupt  # as Ctrl-C or a kill would, in the middle of an image
         real_write(path, picture, **kwargs)
 
-    monkeypatch.setattr("dip.io.write_image", killed_while_writing_the_second)
+    monkeypatch.setattr("dip.pipeline.write_image", killed_while_writing_the_second)
     code, _, err = run(capsys, "batch", folder, output, "-r", *FAST)
     assert code == 130 and "resume" in err
     assert (output / "a.png").is_file()
@@ -101,7 +101,7 @@ def test_a_run_killed_mid_image_leaves_no_partial_output_and_resumes(capsys, fol
     assert not [p for p in output.rglob("*") if p.name.startswith(".")]  # no temporary files left behind
     assert set(_records(output)) == {"a.png"}
 
-    monkeypatch.setattr("dip.io.write_image", real_write)
+    monkeypatch.setattr("dip.pipeline.write_image", real_write)
     code, out, _ = run(capsys, "batch", folder, output, "-r", *FAST)
     assert "2 done, 1 skipped, 1 failed" in out
     assert (output / "b.png").is_file() and (output / "nested" / "c.png").is_file()

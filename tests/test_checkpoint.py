@@ -81,19 +81,19 @@ def test_resume_from_a_periodic_checkpoint_after_a_hard_kill(tmp_path):
 def test_with_losses_read_in_blocks_checkpoints_fall_on_block_ends(tmp_path, monkeypatch):
     """With steps queued ahead of the host (sync_every), an interrupt or a checkpoint waits for the end of the
     block, where the saved weights and the steps seen agree, and the resumed fit is still exact."""
-    import dip.api
+    import dip.pipeline
 
     picture, preset = _noisy_picture(), _preset()
     preset = replace(preset, fit=replace(preset.fit, sync_every=4))
     whole = restore(picture, preset=preset, seed=5)
     checkpoint, saved_at = tmp_path / "run.ckpt", []
-    save = dip.api.save_checkpoint
+    save = dip.pipeline.save_checkpoint
 
     def spy(path, state):
         saved_at.append(state["fit"]["session"]["iteration"])
         save(path, state)
 
-    monkeypatch.setattr(dip.api, "save_checkpoint", spy)
+    monkeypatch.setattr(dip.pipeline, "save_checkpoint", spy)
     stopper = _InterruptAt(17)
     first = restore(
         picture, preset=preset, seed=5, observe=stopper, interrupt=stopper.event, checkpoint=checkpoint,

@@ -7,15 +7,14 @@ from PIL import Image
 
 from dip.config import Loss
 from dip.degradations import (
-    Observation,
     add_gaussian_noise,
-    data_loss,
     drop_pixels,
     is_scattered,
     jpeg_bytes,
     jpeg_compress,
 )
 from dip.errors import UsageError
+from dip.operators import Identity, Mask, Observation, data_loss
 
 
 def _mask(known_fraction: float, seed: int = 0) -> torch.Tensor:
@@ -44,19 +43,21 @@ def test_masked_loss_is_a_mean_over_known_entries(known_fraction):
     assert data_loss(x, y, _mask(known_fraction), Loss.l1).item() == pytest.approx(0.2, rel=1e-5)
 
 
-def test_unmasked_loss_is_plain_mse_and_forward_is_a_mask_product():
+def test_unmasked_loss_is_plain_mse_and_the_mask_operator_is_a_mask_product():
     g = torch.Generator().manual_seed(2)
     x, y = torch.rand((1, 1, 5, 7), generator=g), torch.rand((1, 1, 5, 7), generator=g)
     assert torch.allclose(Observation(y).loss(x), torch.mean((x - y) ** 2))
     mask = _mask(0.5)[..., :5, :7]
-    assert torch.equal(Observation(y, mask).forward(x), x * mask)
-    assert torch.equal(Observation(y).forward(x), x)
+    assert torch.equal(Mask(mask)(x), x * mask)
+    assert torch.equal(Identity()(x), x)
+    assert torch.equal(Observation(y, Mask(mask)).loss(x), data_loss(x, y, mask))
+    assert Observation(y, Mask(mask)).restored_shape == (1, 5, 7)
 
 
 def test_masked_loss_gradient_is_zero_at_unknown_pixels():
     x = torch.rand((1, 3, 12, 10), requires_grad=True)
     mask = _mask(0.5)
-    data_loss(x, torch.rand_like(x), mask).backward()
+    Observation(torch.rand_like(x), Mask(mask)).loss(x).backward()
     assert torch.all(x.grad[(mask == 0).expand_as(x)] == 0)
 
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from dip.config import FitConfig, NetConfig
-from dip.degradations import Observation, add_gaussian_noise, drop_pixels, jpeg_compress
+from dip.degradations import add_gaussian_noise, drop_pixels, jpeg_compress
 from dip.fit import fit, iterate
 from dip.metrics import psnr
 from dip.nets import build_net, make_input
+from dip.operators import Identity, Mask, Observation
 
 from conftest import small_image
 
@@ -140,8 +141,9 @@ def test_a_blow_up_inside_a_block_rolls_back_as_when_every_loss_is_read(clean48,
 
 
 def _gain(clean, corrupted, mask=None, *, net=SMALL, iterations, average=0.99) -> float:
-    known = None if mask is None else torch.from_numpy(mask.astype(np.float32))[None, None]
-    result = fit(Observation(_tensor(corrupted), known), net, FitConfig(iterations=iterations, average=average), seed=0)
+    operator = Identity() if mask is None else Mask(torch.from_numpy(mask.astype(np.float32))[None, None])
+    cfg = FitConfig(iterations=iterations, average=average)
+    result = fit(Observation(_tensor(corrupted), operator), net, cfg, seed=0)
     return psnr(result.image, clean) - psnr(corrupted, clean)
 
 

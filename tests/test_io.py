@@ -225,7 +225,7 @@ def test_16bit_tiff_without_codec_falls_back_to_8bit(tmp_path, monkeypatch):
     def no_codec(*args, **kwargs):
         raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
 
-    monkeypatch.setattr(dip.io, "_tiff_arrays", no_codec)
+    monkeypatch.setattr(dip.io, "tiff_arrays", no_codec)
     with pytest.warns(UserWarning, match="read as 8-bit"):
         pic = read_image(tmp_path / "c.tif")
     assert pic.bit_depth == 8
@@ -578,12 +578,13 @@ def test_write_into_read_only_folder(tmp_path):
 
 def test_unwritable_folder_simulated(tmp_path, monkeypatch):
     """The same path as above, for runs as root (where chmod does not stop writing)."""
-    import dip.io
+    import dip.files
 
     def denied(file, mode="r", *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr(dip.io, "open", denied, raising=False)  # shadows the builtin inside dip.io only
+    # shadows the builtin inside dip.files only, where the temporary file beside the output is claimed
+    monkeypatch.setattr(dip.files, "open", denied, raising=False)
     with pytest.raises(OutputError, match=f"the folder '{tmp_path}' is not writable"):
         write_image(tmp_path / "out.png", _picture(_u8((H, W, 3)) / 255.0))
 

@@ -64,7 +64,7 @@ def test_out_of_memory_during_the_fit_becomes_a_clear_error(monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr("dip.api.fit", out_of_memory)
+    monkeypatch.setattr("dip.pipeline.fit", out_of_memory)
     with pytest.raises(DeviceError, match="ran out of memory on cpu; smaller options: --preset light"):
         restore(_picture(), preset="paper", iterations=3)
 

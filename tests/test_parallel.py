@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from dip.config import FitConfig, Loss, NetConfig
-from dip.degradations import Observation, add_gaussian_noise, drop_pixels
+from dip.degradations import add_gaussian_noise, drop_pixels
 from dip.errors import InputError, UsageError
-from dip.fit import fit
+from dip.fit import fit, fit_parallel
 from dip.nets import build_net, make_input
-from dip.parallel import fit_parallel, stack_inputs, stack_nets, unstack, unstack_output
+from dip.operators import Mask, Observation
+from dip.parallel import stack_inputs, stack_nets, unstack, unstack_output
 from dip.stopping import WindowedVariance
 
 from conftest import small_image
@@ -45,7 +46,7 @@ def _observations(size: int = 24) -> list[Observation]:
     noisy = [Observation(_tensor(add_gaussian_noise(clean, 25, np.random.default_rng(s)))) for s in (0, 1)]
     dropped, known = drop_pixels(clean, 0.3, np.random.default_rng(2))
     mask = torch.from_numpy(known.astype(np.float32))[None, None]
-    return [*noisy, Observation(_tensor(dropped), mask)]
+    return [*noisy, Observation(_tensor(dropped), Mask(mask))]
 
 
 @pytest.mark.parametrize("cfg", [TINY, TINY_NEAREST], ids=["bilinear", "nearest"])

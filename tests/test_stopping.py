@@ -169,7 +169,8 @@ def test_bad_settings_are_refused(kwargs):
 def _noisy_observation():
     import numpy as np
 
-    from dip.degradations import Observation, add_gaussian_noise
+    from dip.degradations import add_gaussian_noise
+    from dip.operators import Observation
 
     from conftest import small_image
 
@@ -262,7 +263,8 @@ def _strong_noise_on_fur():
     import numpy as np
     from skimage import data, transform
 
-    from dip.degradations import Observation, add_gaussian_noise
+    from dip.degradations import add_gaussian_noise
+    from dip.operators import Observation
 
     image = data.chelsea()
     side = min(image.shape[:2])

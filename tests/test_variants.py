@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dip.config import resolve_preset
-from dip.degradations import Observation
-from dip.fit import _forward
 from dip.nets import build_net, crop_to, make_input
+from dip.operators import Observation
+from dip.steps import compute_forward
 
 from conftest import small_image
 
@@ -25,8 +25,8 @@ def _forward_and_gradients(device: str, size: int = 24, **variant) -> tuple[torc
     z = make_input(preset.net, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     if cfg.channels_last:
         z = z.contiguous(memory_format=torch.channels_last)
-    x = crop_to(_forward(net, z, cfg)(z), size, size).float()
-    Observation(y, None).loss(x, cfg.loss).backward()
+    x = crop_to(compute_forward(net, z, cfg)(z), size, size).float()
+    Observation(y).loss(x, cfg.loss).backward()
     return x.detach().cpu(), [p.grad.detach().cpu() for p in net.parameters()]
 
 

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dip.curves import save_curves
 from dip.errors import InputError, OutputError
+from dip.report import save_report
 from dip.visuals import (
     Tile,
     contact_sheet,
     parse_zoom,
     save_animation,
-    save_curves,
-    save_report,
     save_sheet,
     sheet_layout,
 )

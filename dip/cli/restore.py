@@ -1,0 +1,155 @@
+"""``dip restore``: one image, read, fitted and written through ``dip.pipeline``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..config import NO_OVERRIDES, Overrides
+from ..errors import UsageError
+from .options import (
+    AnimateOption,
+    DeviceOption,
+    JsonOption,
+    MaskInvertOption,
+    PresetOption,
+    RestartsAtOnceOption,
+    RestartsOption,
+    SnapshotsOption,
+    TaskOption,
+    check_output,
+    emit,
+    existing_file,
+    takes_overrides,
+)
+
+
+@takes_overrides
+def restore(
+    input: Annotated[Path, typer.Argument(help="The damaged image (PNG, JPEG, TIFF, WebP, BMP).", show_default=False)],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Where to write the result [default: <stem>.restored.png].")
+    ] = None,
+    task: TaskOption = "auto",
+    mask: Annotated[Path | None, typer.Option(help="Inpainting mask, same size as the input; white = known.")] = None,
+    mask_invert: MaskInvertOption = False,
+    preset: PresetOption = "auto",
+    overrides: Overrides = NO_OVERRIDES,
+    seed: Annotated[int, typer.Option(help="Fixes weights, input noise and jitter: same seed, same result.")] = 0,
+    device: DeviceOption = "auto",
+    reference: Annotated[
+        Path | None, typer.Option(help="Clean image to score against (PSNR/SSIM); never used by the fit.")
+    ] = None,
+    snapshots: SnapshotsOption = None,
+    snapshot_dir: Annotated[
+        Path | None, typer.Option(help="Where snapshots go [default: <output stem>.snapshots/].")
+    ] = None,
+    zoom: Annotated[
+        str | None, typer.Option(help="X,Y,W,H: add this crop, enlarged, under every tile of the sheet.")
+    ] = None,
+    animate: AnimateOption = False,
+    report: Annotated[
+        bool, typer.Option("--report", help="Write <output stem>.report.html: sheet, curves, settings, metrics.")
+    ] = False,
+    restarts: RestartsOption = 1,
+    restarts_at_once: RestartsAtOnceOption = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(help="Save the whole state of the fit to <output>.ckpt every N steps (and on interrupt)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from <output>.ckpt; give the same image, options and seed.")
+    ] = False,
+    as_json: JsonOption = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Restore one image: denoise it, remove JPEG artifacts, or fill in the pixels a mask marks as missing."""
+    existing_file(input, "input")
+    if mask is not None:
+        existing_file(mask, "mask")
+        if mask.resolve() == input.resolve():
+            raise UsageError(f"--mask '{mask}' is the input image itself; give the mask file (white = known pixels)")
+    if reference is not None:
+        existing_file(reference, "reference")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise UsageError(f"--checkpoint-every must be at least 1, not {checkpoint_every}")
+    if restarts < 1:
+        raise UsageError(f"--restarts must be at least 1, not {restarts}")
+    wants_pictures = zoom is not None or animate or report
+    if restarts > 1 and (snapshots or wants_pictures or checkpoint_every or resume):
+        raise UsageError("--restarts averages several fits; it does not go with snapshots, reports or checkpoints")
+    if snapshots is None and snapshot_dir is not None:
+        raise UsageError("--snapshot-dir needs --snapshots SPEC (e.g. log:12)")
+
+    from ..pipeline import checkpoint_path, prepare, solve, write
+
+    output = output if output is not None else input.with_name(f"{input.stem}.restored.png")
+    checkpoint = checkpoint_path(output)
+    if resume and not checkpoint.is_file():
+        raise UsageError(f"nothing to resume: no checkpoint '{checkpoint}' (run with --checkpoint-every N first)")
+    # The output of the run being resumed (written when it was interrupted) is that run's to replace.
+    check_output(output, [p for p in (input, mask, reference) if p is not None], overwrite=overwrite or resume)
+
+    # Everything the command line can get wrong is checked before the (long) fit starts.
+    plan = prepare(input, task=task, mask=mask, mask_invert=mask_invert, preset=preset, overrides=overrides,
+                   device=device, reference=reference, seed=seed)  # fmt: skip
+    snapshot_plan, zoom_box = _snapshots(plan, output, snapshots, snapshot_dir, zoom, wants_pictures, report,
+                                         overwrite=overwrite, resume=resume)  # fmt: skip
+
+    from .console import FitProgress, Signals
+
+    with Signals() as signals, FitProgress(plan.preset.fit.iterations, enabled=not quiet) as progress:
+        restoration = solve(
+            plan,
+            observe=progress,
+            interrupt=signals.event,
+            snapshots=snapshot_plan,
+            checkpoint=checkpoint if checkpoint_every or resume else None,
+            checkpoint_every=checkpoint_every or 0,
+            resume=resume,
+            restarts=restarts,
+            restarts_at_once=restarts_at_once,
+        )
+        inputs = {"input": input, "mask": mask, "reference": reference}
+        record = write(plan, restoration, output, inputs=inputs, zoom=zoom_box, animate=animate, report=report)
+    emit(record, as_json, _summary(restoration, record, input, output, checkpoint))
+    if signals.code is not None:
+        raise typer.Exit(signals.code)
+
+
+def _snapshots(plan, output: Path, spec, folder, zoom, wants_pictures: bool, report: bool, *, overwrite, resume):
+    """The snapshots to keep and the sheet's zoom box; the sheet, the animation and the report are made from
+    snapshots, so asking for one of them keeps a few."""
+    from ..report import report_path
+    from ..snapshots import DEFAULT_LOG_COUNT, check_folder, default_folder
+    from ..visuals import parse_zoom
+
+    if spec is None and wants_pictures:
+        spec = f"log:{min(DEFAULT_LOG_COUNT, plan.preset.fit.iterations)}"
+    if spec is None:
+        return None, None
+    folder = folder if folder is not None else default_folder(output)
+    snapshot_plan = plan.snapshots(spec, folder)
+    zoom_box = None if zoom is None else parse_zoom(zoom, plan.picture.size)
+    if not resume:  # a resumed run keeps the snapshots it had already written
+        check_folder(folder, overwrite=overwrite)
+    if report and report_path(output).exists() and not (overwrite or resume):
+        raise UsageError(f"report '{report_path(output)}' already exists; pass --overwrite to replace it")
+    return snapshot_plan, zoom_box
+
+
+def _summary(restoration, record: dict, input: Path, output: Path, checkpoint: Path) -> str:
+    result = restoration.result
+    line = f"{input} -> {output}: {record['task']}, iterate {result.best_iteration} of {result.iterations}"
+    line += f" ({result.stop_reason}) in {result.seconds:.1f} s on {record['device']}"
+    if restoration.metrics:
+        line += f", PSNR {restoration.metrics['input_psnr']:.2f} -> {restoration.metrics['psnr']:.2f} dB"
+    if result.stop_reason == "interrupted":
+        line += " (interrupted: wrote the image so far"
+        line += "; resume with --resume)" if checkpoint.exists() else ")"
+    elif result.stop_reason == "diverged":
+        line += " (the fit diverged: wrote the last good image)"
+    return line

@@ -1,0 +1,382 @@
+"""One image's way through dip, in three steps that ``dip restore``, every image of ``dip batch`` and
+``dip.restore()`` all take:
+
+- :func:`prepare` reads the image, the mask and the reference once and decides everything before the fit: the
+  task, the device, the preset with the command line's overrides, the forward operator, and whether the memory
+  is there. The result is a :class:`Plan`.
+- :func:`solve` fits it (or its restarts), with snapshots, checkpoints and interrupt; :func:`solve_together`
+  fits several plans of one size at once. Both give :class:`dip.restoration.Restoration`.
+- :func:`write` puts the output image, the pictures, the report and the ``.json`` beside it on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import fingerprint_of, load_checkpoint, save_checkpoint
+from .config import NO_OVERRIDES, Loss, Overrides, Preset, Task, resolve_preset
+from .degradations import is_scattered
+from .device import resolve_device
+from .errors import DeviceError, InputError, UsageError
+from .fit import Step, fit, fit_parallel
+from .io import Picture, read_image, read_mask, write_image
+from .memory import check_fits, out_of_memory_message
+from .metrics import ReferenceTracker
+from .operators import Identity, Mask, Observation, Operator
+from .report import report_path, write_report, write_sidecar
+from .restoration import Restoration, averaged, restart_seed, scores
+from .snapshots import Snapshot, SnapshotPlan, SnapshotRecorder, make_pictures
+from .stopping import make_detector, noise_variance
+
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+
+
+def choose_task(task: Task | str, *, has_mask: bool, source: Path | None) -> Task:
+    """``auto``: inpaint when a mask is given, JPEG artifacts for a .jpg input, denoising otherwise."""
+    if task != "auto":
+        try:
+            task = Task(task)
+        except ValueError:
+            raise UsageError(f"unknown task {task!r}; choose auto, denoise, inpaint or jpeg") from None
+        if task is Task.inpaint and not has_mask:
+            raise UsageError("--task inpaint needs --mask MASK (white = known pixels)")
+        if task is not Task.inpaint and has_mask:
+            raise UsageError(f"--mask only applies to --task inpaint, not {task.value}")
+        return task
+    if has_mask:
+        return Task.inpaint
+    if source is not None and source.suffix.lower() in JPEG_SUFFIXES:
+        return Task.jpeg
+    return Task.denoise
+
+
+def operator_for(task: Task, known: np.ndarray | None) -> Operator:
+    """The forward operator of a task: where a new task says what ``A`` is."""
+    if task is Task.inpaint:
+        return Mask(torch.from_numpy(known.astype(np.float32))[None, None])
+    return Identity()
+
+
+def load_picture(image: Picture | str | Path) -> Picture:
+    return image if isinstance(image, Picture) else read_image(image)
+
+
+def read_known(mask: np.ndarray | str | Path | None, picture: Picture, invert: bool = False) -> np.ndarray | None:
+    """A mask (file or bool array, or None) as a bool array (H, W), True = known, checked against the picture."""
+    if mask is None:
+        return None
+    height, width = picture.pixels.shape[:2]
+    if isinstance(mask, np.ndarray):
+        if mask.shape != (height, width):
+            raise InputError(f"mask array has shape {mask.shape} but the image is {height}x{width} (HxW)")
+        return mask.astype(bool)
+    if picture.path is not None and Path(mask).resolve() == Path(picture.path).resolve():
+        raise UsageError(f"the mask '{mask}' is the input image itself; give the mask file (white = known)")
+    return read_mask(mask, picture.size, invert=invert)
+
+
+def _check_reference(reference: Picture, picture: Picture) -> None:
+    if reference.size != picture.size:
+        (rw, rh), (w, h) = reference.size, picture.size
+        raise InputError(f"reference is {rw}x{rh} but the input is {w}x{h}; give the clean version of the same image")
+    if reference.channels != picture.channels:
+        raise InputError(
+            f"reference has {reference.channels} channel(s) but the input has {picture.channels}; "
+            "compare gray with gray and colour with colour"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """One image, prepared: everything about its restoration that is decided before the fit starts."""
+
+    picture: Picture  # the input as read
+    task: Task
+    preset: Preset  # with the overrides applied
+    device: torch.device
+    observation: Observation  # y and the task's operator, on the CPU
+    seed: int = 0
+    reference: Picture | None = None  # the clean image, for the scores only
+
+    def snapshots(self, spec: str | None, folder: str | Path | None) -> SnapshotPlan | None:
+        """The snapshots ``spec`` asks for in this run (None for none), checked against its cap."""
+        return None if spec is None else SnapshotPlan.parse(spec, folder, self.preset.fit.iterations)
+
+
+def prepare(
+    image: Picture | str | Path,
+    *,
+    task: Task | str = "auto",
+    mask: np.ndarray | str | Path | None = None,
+    mask_invert: bool = False,
+    preset: str | Preset = "auto",
+    overrides: Overrides = NO_OVERRIDES,
+    device: str | torch.device = "auto",
+    reference: Picture | str | Path | None = None,
+    seed: int = 0,
+) -> Plan:
+    """Reads the image, its mask and reference once and decides the task, device, preset and operator; refuses
+    (DeviceError, naming smaller options) a fit the device clearly lacks the memory for."""
+    source = image.path if isinstance(image, Picture) else Path(image)
+    chosen_task = choose_task(task, has_mask=mask is not None, source=source)
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    picture = load_picture(image)
+    known = read_known(mask, picture, mask_invert)
+    reference_picture = None if reference is None else load_picture(reference)
+    if reference_picture is not None:
+        _check_reference(reference_picture, picture)
+    if not isinstance(preset, Preset):
+        scattered = known is not None and is_scattered(known)  # "paper" then takes the paper's Barbara net
+        preset = resolve_preset(preset, chosen_task, device.type, scattered_mask=scattered)
+    chosen = overrides.apply(preset)
+    observation = Observation(picture.to_tensor(), operator_for(chosen_task, known))
+    channels, height, width = observation.restored_shape
+    check_fits(chosen, chosen_task, device, height, width, channels)
+    return Plan(picture, chosen_task, chosen, device, observation, seed, reference_picture)
+
+
+def _noise(plan: Plan) -> float | None:
+    """The input's noise variance where the loss models the corruption as white noise (denoising with L2 of the
+    image itself), for the detector's noise floor; None elsewhere (JPEG blocks, impulses, holes are not such
+    noise)."""
+    preset = plan.preset
+    if plan.task is not Task.denoise or plan.observation.operator.known is not None or preset.fit.loss is not Loss.l2:
+        return None
+    if preset.stop.resolved_rule == "off" or preset.stop.noise_floor == 0:
+        return None
+    return noise_variance(plan.observation.y)
+
+
+def _tracker(plan: Plan, every: int) -> ReferenceTracker | None:
+    return None if plan.reference is None else ReferenceTracker(plan.reference.to_tensor(), every=every)
+
+
+def _all_of(observers: list[Callable[[Step], None]]) -> Callable[[Step], None] | None:
+    if not observers:
+        return None
+
+    def observe(step: Step) -> None:
+        for observer in observers:
+            observer(step)
+
+    return observe
+
+
+def solve(
+    plan: Plan,
+    *,
+    observe: Callable[[Step], None] | None = None,
+    interrupt: threading.Event | None = None,
+    snapshots: SnapshotPlan | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    restarts: int = 1,
+    restarts_at_once: bool | None = None,
+    track_every: int = 10,
+) -> Restoration:
+    """Fits the plan and returns its restoration; see :func:`dip.api.restore` for what each option does.
+
+    ``restarts`` K > 1 fits K nets from the seeds ``restart_seed(plan.seed, k)`` and returns the mean of their
+    images, together as one stacked net (``restarts_at_once``; None: on a GPU) or one after another.
+    """
+    if restarts < 1:
+        raise UsageError(f"restarts must be at least 1, not {restarts}")
+    if restarts == 1:
+        return _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every, resume, track_every)
+    if snapshots is not None or checkpoint is not None or resume:
+        raise UsageError("restarts average several fits: they do not go with snapshots or checkpoints")
+    seeded = [dataclasses.replace(plan, seed=restart_seed(plan.seed, k)) for k in range(restarts)]
+    at_once = restarts_at_once if restarts_at_once is not None else plan.device.type == "cuda"
+    if at_once:
+        each = None if observe is None else (lambda k, step: observe(step))
+        runs = solve_together(seeded, observe=each, interrupt=interrupt, track_every=track_every)
+    else:
+        runs = [
+            _solve_one(restart, observe, interrupt, None, None, 0, False, track_every)
+            for k, restart in enumerate(seeded)
+            if k == 0 or interrupt is None or not interrupt.is_set()
+        ]
+    return averaged(runs, plan.seed, plan.reference, at_once=at_once)
+
+
+def _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every, resume, track_every) -> Restoration:
+    preset = plan.preset
+    tracker = _tracker(plan, track_every)
+    detector = make_detector(preset.stop, _noise(plan), preset.fit.average)
+    recorder = None
+    if snapshots is not None:
+        source = plan.picture.path
+        recorder = SnapshotRecorder(
+            snapshots.folder,
+            snapshots.schedule,
+            plan.picture,
+            suffix=source.suffix.lower() if source is not None and source.suffix else ".png",
+            averaged=preset.fit.average is not None,
+            statistic=None if detector is None else (lambda: detector.statistic),
+            reference=None if plan.reference is None else plan.reference.pixels,
+            digits=max(6, len(str(preset.fit.iterations))),
+        )
+    observers = [o for o in (tracker, observe, recorder) if o is not None]
+    state = _Checkpointing(plan, snapshots, checkpoint, tracker, recorder)
+    saved = state.load() if resume else None
+    try:
+        result = fit(
+            plan.observation,
+            preset.net,
+            preset.fit,
+            seed=plan.seed,
+            device=plan.device,
+            detector=detector,
+            observe=_all_of(observers),
+            interrupt=interrupt,
+            checkpoint_every=checkpoint_every,
+            save_checkpoint=None if checkpoint is None else state.save,
+            resume=None if saved is None else saved["fit"],
+        )
+    except BaseException as error:
+        if recorder is not None:
+            recorder.close()
+        if isinstance(error, torch.cuda.OutOfMemoryError):  # also what torch >= 2.5 raises as torch.OutOfMemoryError
+            channels, height, width = plan.observation.restored_shape
+            message = out_of_memory_message(preset, plan.task, plan.device, height, width, channels, None, None)
+            raise DeviceError(message) from None
+        raise
+    kept = []
+    if recorder is not None:
+        kept = recorder.finish(result)
+        snapshots.write_manifest(kept, result, averaged=preset.fit.average is not None)
+    return Restoration(
+        plan.picture.with_pixels(result.image),
+        result,
+        plan.task,
+        preset,
+        plan.seed,
+        plan.device,
+        scores(tracker, result, plan.picture, plan.reference, preset),
+        reference_history=[] if tracker is None else tracker.history,
+        snapshots=kept,
+        snapshot_dir=None if recorder is None else snapshots.folder,
+        operator=plan.observation.operator,
+    )
+
+
+class _Checkpointing:
+    """A run's checkpoint: the fit's state with the reference tracking and the snapshots kept so far, for a run of
+    the same image, operator, settings, seed and snapshots."""
+
+    def __init__(self, plan: Plan, snapshots: SnapshotPlan | None, path, tracker, recorder) -> None:
+        self.path, self.tracker, self.recorder = path, tracker, recorder
+        observation = plan.observation
+        spec = None if snapshots is None else snapshots.spec
+        self.fingerprint = fingerprint_of(observation.y, observation.operator, plan.preset, plan.seed, spec)
+
+    def load(self) -> dict:
+        saved = load_checkpoint(self.path, self.fingerprint)
+        if self.tracker is not None:
+            self.tracker.history = saved["tracker"]
+        if self.recorder is not None:
+            self.recorder.snapshots = {r["iteration"]: Snapshot(**r) for r in saved["snapshots"]}
+        return saved
+
+    def save(self, state: dict) -> None:
+        save_checkpoint(
+            self.path,
+            {
+                "fingerprint": self.fingerprint,
+                "fit": state,
+                "tracker": [] if self.tracker is None else self.tracker.history,
+                "snapshots": [] if self.recorder is None else [s.record() for s in self.recorder.snapshots.values()],
+            },
+        )
+
+
+def solve_together(
+    plans: list[Plan],
+    *,
+    observe: Callable[[int, Step], None] | None = None,
+    interrupt: threading.Event | None = None,
+    track_every: int = 10,
+) -> list[Restoration]:
+    """Plans of one size, task and preset fitted at once, one net each (see dip.parallel): the same result per
+    image as :func:`solve` with its seed, and a better-used device. No snapshots or checkpoints. ``interrupt``
+    ends every fit after the current step, each returning its best so far."""
+    first = plans[0]
+    preset, device = first.preset, first.device
+    channels, height, width = first.observation.restored_shape
+    # K nets at once need about K times one net's activations: counted as one image K times as wide
+    check_fits(preset, first.task, device, height, width * len(plans), channels)
+    trackers = [_tracker(plan, track_every) for plan in plans]
+
+    def watch(k: int, step: Step) -> None:
+        if trackers[k] is not None:
+            trackers[k](step)
+        if observe is not None:
+            observe(k, step)
+
+    results = fit_parallel(
+        [plan.observation for plan in plans],
+        preset.net,
+        preset.fit,
+        seeds=[plan.seed for plan in plans],
+        device=device,
+        detectors=[make_detector(preset.stop, _noise(plan), preset.fit.average) for plan in plans],
+        observe=watch,
+        interrupt=interrupt,
+    )
+    return [
+        Restoration(
+            plan.picture.with_pixels(result.image),
+            result,
+            plan.task,
+            preset,
+            plan.seed,
+            device,
+            scores(tracker, result, plan.picture, plan.reference, preset),
+            reference_history=[] if tracker is None else tracker.history,
+            operator=plan.observation.operator,
+        )
+        for plan, result, tracker in zip(plans, results, trackers, strict=True)
+    ]
+
+
+def checkpoint_path(output: Path) -> Path:
+    return output.with_name(output.name + ".ckpt")
+
+
+def write(
+    plan: Plan,
+    restoration: Restoration,
+    output: Path,
+    *,
+    inputs: dict[str, Path | None],
+    zoom: tuple[int, int, int, int] | None = None,
+    animate: bool = False,
+    report: bool = False,
+) -> dict:
+    """The image, then the pictures, then the settings, which are returned: written last, they mark the output as
+    complete. ``inputs`` names the files the run read ("input", and "mask" and "reference" where given). A
+    finished run's checkpoint is removed: there is nothing left to resume."""
+    write_image(output, restoration.picture)
+    record = {"input": str(inputs["input"]), "output": str(output), **restoration.record()}
+    for role in ("mask", "reference"):
+        if inputs.get(role) is not None:
+            record[role] = str(inputs[role])
+    if restoration.snapshot_dir is not None:
+        clean = None if plan.reference is None else plan.reference.pixels
+        pictures = make_pictures(restoration, plan.picture.pixels, zoom=zoom, animate=animate, reference=clean)
+        if report:
+            record["report"] = str(report_path(output))
+            write_report(report_path(output), record, pictures)
+    write_sidecar(output, record)
+    checkpoint = checkpoint_path(output)
+    if restoration.result.stop_reason != "interrupted" and checkpoint.exists():
+        checkpoint.unlink()
+    return record
