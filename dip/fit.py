@@ -140,28 +140,20 @@ def _drive(
 
     interrupted = False
     try:
-        for member, step in stack.steps():
-            track = tracks[member.index]
-            if step is None:
-                if track.last is None:
-                    rollbacks = member.health.rollbacks
-                    raise Diverged(f"the loss diverged {rollbacks} times despite halving the learning rate")
-                track.end(cfg, "diverged", elapsed())
+        for iteration, judged in stack.steps():
+            for member, step in judged:
+                _take(stack, member, step, tracks[member.index], cfg, stop, elapsed)
+            # The weights may be a few queued steps ahead of the steps seen here (FitConfig.sync_every): a state is
+            # saved, and an interrupt honoured, only where the two agree, so that a resumed fit is exact.
+            if iteration != stack.iteration or all(track.result is not None for track in tracks):
                 continue
-            reason = track.detector.reason if track.record(step) else None
-            if reason is None and stop is not None and stop(step):
-                reason = "stopped"
-            if reason is None and step.iteration == stack.iteration:  # the weights have reached this step
-                if interrupt is not None and interrupt.is_set():
-                    interrupted = True
-                    if checkpoints is not None:
-                        checkpoints.save(checkpoints.state(elapsed()))
-                    break
+            if interrupt is not None and interrupt.is_set():
+                interrupted = True
                 if checkpoints is not None:
-                    checkpoints.periodic(step.iteration, elapsed())
-            if reason is not None:
-                stack.finish(member)
-                track.end(cfg, reason, elapsed())
+                    checkpoints.save(checkpoints.state(elapsed()))
+                break
+            if checkpoints is not None:
+                checkpoints.periodic(iteration, elapsed())
     except KeyboardInterrupt:
         if any(track.result is None and track.last is None for track in tracks):
             raise
@@ -172,6 +164,23 @@ def _drive(
                 raise RuntimeError("nothing to resume: the saved fit had taken no step")
             track.end(cfg, "interrupted" if interrupted else "cap", elapsed())
     return [track.result for track in tracks]
+
+
+def _take(stack: Stack, member: Member, step: Step | None, track: _Track, cfg: FitConfig, stop, elapsed) -> None:
+    """One image's step: its track records it, and the image ends if it diverged, its detector fired or ``stop``
+    says so."""
+    if step is None:
+        if track.last is None:
+            rollbacks = member.health.rollbacks
+            raise Diverged(f"the loss diverged {rollbacks} times despite halving the learning rate")
+        track.end(cfg, "diverged", elapsed())
+        return
+    reason = track.detector.reason if track.record(step) else None
+    if reason is None and stop is not None and stop(step):
+        reason = "stopped"
+    if reason is not None:
+        stack.finish(member)
+        track.end(cfg, reason, elapsed())
 
 
 def _stack_of(
@@ -292,7 +301,7 @@ def iterate(
     without a detector, checkpoints or a result: for benchmarks that watch every step themselves.
     """
     stack = Stack(net, [Member(0, observation, z, generator, Health(cfg))], cfg)
-    for _, step in stack.steps():
+    for _, [(_, step)] in stack.steps():
         if step is None:
             raise Diverged(f"the loss diverged {cfg.max_rollbacks + 1} times despite halving the learning rate")
         yield step

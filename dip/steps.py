@@ -138,9 +138,10 @@ class Stack:
         """The member takes no further step (its detector fired, or it was stopped)."""
         member.finished = True
 
-    def steps(self) -> Iterator[tuple[Member, Step | None]]:
-        """(member, step) for every judged step, in order, up to ``cfg.iterations``; (member, None) when the
-        member diverged. Then the steps of the members that left at a rollback, each alone."""
+    def steps(self) -> Iterator[tuple[int, list[tuple[Member, Step | None]]]]:
+        """(iteration, [(member, step), ...]) for every step judged, in order, up to ``cfg.iterations``: the
+        members' steps of that iteration, (member, None) for one that diverged there. Then the steps of the
+        members that left at a rollback, each alone."""
         while self.iteration < self.cfg.iterations:
             staying = [k for k, m in enumerate(self.members) if not m.finished and m not in self.gone]
             if not staying:
@@ -189,7 +190,7 @@ class Stack:
             queued.append(_Queued(iteration, torch.stack(losses).detach(), xs, [m.average for m in members], lr))
         return queued, staged
 
-    def _block(self, count: int) -> Iterator[tuple[Member, Step | None]]:
+    def _block(self, count: int) -> Iterator[tuple[int, list[tuple[Member, Step | None]]]]:
         """Queues a block of steps, then judges them in order once their losses are read.
 
         An unhealthy loss drops that member's later steps in the block: a stack of one rolls back and numbers
@@ -222,7 +223,6 @@ class Stack:
                 try:
                     if len(members) == 1:
                         self._roll_back(member, entry.iteration, healthy)
-                        yield from steps
                         return
                     self._depart(k, entry.iteration, healthy)
                 except Diverged:
@@ -230,7 +230,8 @@ class Stack:
                     steps.append((member, None))
             if entry.iteration in staged:  # every member still here judged this step, and those before, healthy
                 self.healthy = staged[entry.iteration]
-            yield from steps
+            if steps:
+                yield entry.iteration, steps
 
     def _roll_back(self, member: Member, iteration: int, healthy: tuple[dict, dict]) -> None:
         """Back to ``healthy`` with a halved learning rate; the next step is numbered ``iteration + 1``."""

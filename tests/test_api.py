@@ -95,3 +95,21 @@ def test_family_names_pick_the_scattered_variant_for_inpainting_only():
     assert resolve_preset("auto", "inpaint", "cpu", scattered_mask=True).name == "light-inpaint"
     assert resolve_preset("paper", "inpaint", "cpu").name == "paper-inpaint"
     assert resolve_preset("light", "denoise", "cpu", scattered_mask=True).name == "light-denoise"
+
+
+def test_overrides_are_one_checked_value_that_keeps_what_it_does_not_name():
+    from dip.config import NO_OVERRIDES, Overrides, resolve_preset
+
+    preset = resolve_preset("light", "denoise", "cpu")
+    kept = NO_OVERRIDES.apply(preset)
+    # with stopping on, the steps asked of the fit are the cap
+    assert (kept.net, kept.stop, kept.fit.iterations) == (preset.net, preset.stop, preset.stop.cap)
+    capped = Overrides(iterations=300, patience=50).apply(preset)
+    assert (capped.fit.iterations, capped.stop.cap, capped.stop.patience) == (300, 300, 50)
+    assert capped.stop.window == preset.stop.window and capped.fit.lr == preset.fit.lr
+    exact = Overrides(iterations=40, stop="off").apply(preset)
+    assert (exact.fit.iterations, exact.stop.resolved_rule) == (40, "off")
+    for bad in ({"iterations": 0}, {"lr": 0}, {"loss": "huber"}, {"stop": "never"}, {"window": 1},
+                {"patience": 0}, {"noise_floor": 1.0}):  # fmt: skip
+        with pytest.raises(UsageError):
+            Overrides(**bad)

@@ -10,7 +10,7 @@ from dip.degradations import add_gaussian_noise, drop_pixels, jpeg_compress
 from dip.fit import fit, iterate
 from dip.metrics import psnr
 from dip.nets import build_net, make_input
-from dip.operators import Identity, Mask, Observation
+from dip.operators import Identity, Mask, Observation, Operator
 
 from conftest import small_image
 
@@ -175,3 +175,27 @@ def test_gray_denoising_raises_psnr():
         )
         > 2.0
     )
+
+
+class _HalfSize(Operator):
+    """A toy operator whose observation is half the restored image's size (a 2x2 mean): the fit must draw the
+    image at the size the operator names, and compare A(x), not x, with y."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(x, 2)
+
+    def restored_size(self, height: int, width: int) -> tuple[int, int]:
+        return 2 * height, 2 * width
+
+
+def test_the_fit_draws_the_image_at_the_size_the_operator_names(clean48):
+    clean = _tensor(clean48[:32, :40])
+    observed = torch.nn.functional.avg_pool2d(clean, 2)  # 16 x 20
+    observation = Observation(observed, _HalfSize())
+    assert observation.restored_shape == (3, 32, 40)
+    seen = []
+    result = fit(observation, SMALL, FitConfig(iterations=150, average=None), seed=0, observe=seen.append)
+    assert result.image.shape == (1, 3, 32, 40) and seen[0].x.shape == (1, 3, 32, 40)
+    # the loss is the operator's, A(x) against y, and A(x) comes to match y far better than at the start
+    assert float(observation.loss(seen[-1].x)) == pytest.approx(seen[-1].loss, rel=1e-5)
+    assert result.final_loss < seen[0].loss / 5

@@ -204,3 +204,32 @@ def test_images_of_different_sizes_are_refused():
         fit_parallel([a, Observation(torch.rand(1, 1, 16, 16))], TINY, FitConfig(iterations=1), seeds=[0, 1])
     with pytest.raises(UsageError, match="one seed"):
         fit_parallel([a, a], TINY, FitConfig(iterations=1), seeds=[0])
+
+
+def test_a_stack_of_one_is_the_single_fit_bit_for_bit():
+    """One step loop for both: K = 1 computes exactly what the single fit computes, stopping included."""
+    observation = _observations()[2]  # the masked one
+    cfg = FitConfig(iterations=60)
+    detector = lambda: WindowedVariance(10, 15, 20)  # noqa: E731
+    [stacked] = fit_parallel([observation], TINY, cfg, seeds=[5], detectors=[detector()])
+    single = fit(observation, TINY, cfg, seed=5, detector=detector())
+    assert torch.equal(stacked.image, single.image) and stacked.losses == single.losses
+    assert (stacked.best_iteration, stacked.iterations, stacked.stop_reason) == (
+        single.best_iteration,
+        single.iterations,
+        single.stop_reason,
+    )
+
+
+def test_an_interrupt_ends_every_image_of_the_stack_with_its_best_so_far():
+    import threading
+
+    interrupt = threading.Event()
+
+    def watch(k: int, step) -> None:
+        if step.iteration == 4:
+            interrupt.set()
+
+    results = fit_parallel(_observations(16), TINY, FitConfig(iterations=50), seeds=SEEDS, observe=watch,
+                           interrupt=interrupt)  # fmt: skip
+    assert [(r.stop_reason, r.iterations) for r in results] == [("interrupted", 4)] * 3

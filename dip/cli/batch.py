@@ -73,23 +73,8 @@ def batch(
     if merge:
         _merge(input_dir, output_dir, as_json)
         return
-    if input_dir is None or output_dir is None:
-        raise UsageError("give the input and the output folder: dip batch INPUT_DIR OUTPUT_DIR")
-    if not input_dir.is_dir():
-        raise UsageError(f"input folder '{input_dir}' does not exist or is not a folder")
-    if output_dir.exists() and input_dir.resolve() == output_dir.resolve():
-        raise UsageError("the output folder is the input folder; dip never writes over its inputs")
-    if animate and snapshots is None:
-        raise UsageError("--animate needs --snapshots SPEC (e.g. log:12)")
-    if parallel < 1:
-        raise UsageError(f"--parallel must be at least 1, not {parallel}")
-    if parallel > 1 and snapshots is not None:
-        raise UsageError("--snapshots works one image at a time; drop --parallel or --snapshots")
-    if restarts < 1:
-        raise UsageError(f"--restarts must be at least 1, not {restarts}")
-    if restarts > 1 and (parallel > 1 or snapshots is not None):
-        raise UsageError("--restarts goes with neither --parallel nor --snapshots")
-    check_output(output_dir / "manifest.png", [], overwrite=True)  # the folder can be made and written to
+    _refuse_impossible(input_dir, output_dir, snapshots=snapshots, animate=animate, parallel=parallel,
+                       restarts=restarts)  # fmt: skip
     output_dir.mkdir(parents=True, exist_ok=True)
 
     from ..batch import FolderSettings, Shard, discover
@@ -130,6 +115,27 @@ def batch(
         emit(summary, as_json, line + f", {counts['failed']} failed in {summary['seconds']:.1f} s")
     if failures and shard.rank == 0:
         raise typer.Exit(1)
+
+
+def _refuse_impossible(input_dir, output_dir, *, snapshots, animate: bool, parallel: int, restarts: int) -> None:
+    """What no image of the folder could do, refused before any is read."""
+    if input_dir is None or output_dir is None:
+        raise UsageError("give the input and the output folder: dip batch INPUT_DIR OUTPUT_DIR")
+    if not input_dir.is_dir():
+        raise UsageError(f"input folder '{input_dir}' does not exist or is not a folder")
+    if output_dir.exists() and input_dir.resolve() == output_dir.resolve():
+        raise UsageError("the output folder is the input folder; dip never writes over its inputs")
+    if animate and snapshots is None:
+        raise UsageError("--animate needs --snapshots SPEC (e.g. log:12)")
+    if parallel < 1:
+        raise UsageError(f"--parallel must be at least 1, not {parallel}")
+    if parallel > 1 and snapshots is not None:
+        raise UsageError("--snapshots works one image at a time; drop --parallel or --snapshots")
+    if restarts < 1:
+        raise UsageError(f"--restarts must be at least 1, not {restarts}")
+    if restarts > 1 and (parallel > 1 or snapshots is not None):
+        raise UsageError("--restarts goes with neither --parallel nor --snapshots")
+    check_output(output_dir / "manifest.png", [], overwrite=True)  # the folder can be made and written to
 
 
 def _run(jobs, shard, settings, device, output_dir: Path, overwrite: bool, fail_fast: bool, quiet: bool):
