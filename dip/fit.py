@@ -140,20 +140,24 @@ def _drive(
 
     interrupted = False
     try:
-        for iteration, judged in stack.steps():
-            for member, step in judged:
+        for judged in stack.steps():
+            for member, step in judged.steps:
                 _take(stack, member, step, tracks[member.index], cfg, stop, elapsed)
             # The weights may be a few queued steps ahead of the steps seen here (FitConfig.sync_every): a state is
             # saved, and an interrupt honoured, only where the two agree, so that a resumed fit is exact.
-            if iteration != stack.iteration or all(track.result is not None for track in tracks):
-                continue
-            if interrupt is not None and interrupt.is_set():
-                interrupted = True
+            if judged.whole and any(track.result is None for track in tracks):
+                if interrupt is not None and interrupt.is_set():
+                    interrupted = True
+                    if checkpoints is not None:
+                        checkpoints.save(checkpoints.state(elapsed()))
+                    break
                 if checkpoints is not None:
-                    checkpoints.save(checkpoints.state(elapsed()))
-                break
-            if checkpoints is not None:
-                checkpoints.periodic(iteration, elapsed())
+                    checkpoints.periodic(judged.iteration, elapsed())
+            for member, step in judged.steps:  # an image at the cap ends now, not when the images alone end
+                track = tracks[member.index]
+                if step is not None and step.iteration == cfg.iterations and track.result is None:
+                    stack.finish(member)
+                    track.end(cfg, "cap", elapsed())
     except KeyboardInterrupt:
         if any(track.result is None and track.last is None for track in tracks):
             raise
@@ -301,7 +305,8 @@ def iterate(
     without a detector, checkpoints or a result: for benchmarks that watch every step themselves.
     """
     stack = Stack(net, [Member(0, observation, z, generator, Health(cfg))], cfg)
-    for _, [(_, step)] in stack.steps():
+    for judged in stack.steps():
+        [(_, step)] = judged.steps
         if step is None:
             raise Diverged(f"the loss diverged {cfg.max_rollbacks + 1} times despite halving the learning rate")
         yield step

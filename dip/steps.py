@@ -11,6 +11,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -96,6 +97,14 @@ def compute_forward(net: torch.nn.Module, z: torch.Tensor, cfg: FitConfig) -> Ca
     return reduced
 
 
+class Judged(NamedTuple):
+    """The steps of one iteration, judged: each member's, or None for a member that diverged there."""
+
+    iteration: int
+    steps: list[tuple[Member, Step | None]]
+    whole: bool  # the weights have reached this iteration: a state saved now resumes exactly
+
+
 @dataclass
 class _Queued:
     iteration: int
@@ -138,10 +147,9 @@ class Stack:
         """The member takes no further step (its detector fired, or it was stopped)."""
         member.finished = True
 
-    def steps(self) -> Iterator[tuple[int, list[tuple[Member, Step | None]]]]:
-        """(iteration, [(member, step), ...]) for every step judged, in order, up to ``cfg.iterations``: the
-        members' steps of that iteration, (member, None) for one that diverged there. Then the steps of the
-        members that left at a rollback, each alone."""
+    def steps(self) -> Iterator[Judged]:
+        """Every iteration's judged steps, in order, up to ``cfg.iterations``; then those of the members that
+        left at a rollback, each alone."""
         while self.iteration < self.cfg.iterations:
             staying = [k for k, m in enumerate(self.members) if not m.finished and m not in self.gone]
             if not staying:
@@ -190,7 +198,7 @@ class Stack:
             queued.append(_Queued(iteration, torch.stack(losses).detach(), xs, [m.average for m in members], lr))
         return queued, staged
 
-    def _block(self, count: int) -> Iterator[tuple[int, list[tuple[Member, Step | None]]]]:
+    def _block(self, count: int) -> Iterator[Judged]:
         """Queues a block of steps, then judges them in order once their losses are read.
 
         An unhealthy loss drops that member's later steps in the block: a stack of one rolls back and numbers
@@ -231,7 +239,7 @@ class Stack:
             if entry.iteration in staged:  # every member still here judged this step, and those before, healthy
                 self.healthy = staged[entry.iteration]
             if steps:
-                yield entry.iteration, steps
+                yield Judged(entry.iteration, steps, whole=entry.iteration == self.iteration)
 
     def _roll_back(self, member: Member, iteration: int, healthy: tuple[dict, dict]) -> None:
         """Back to ``healthy`` with a halved learning rate; the next step is numbered ``iteration + 1``."""

@@ -221,15 +221,23 @@ def test_a_stack_of_one_is_the_single_fit_bit_for_bit():
     )
 
 
-def test_an_interrupt_ends_every_image_of_the_stack_with_its_best_so_far():
+def test_an_interrupt_ends_every_image_with_its_best_so_far_in_the_stack_and_after_it():
     import threading
 
-    interrupt = threading.Event()
+    def run(stop_at: int, image: int | None = None) -> list:
+        interrupt = threading.Event()
 
-    def watch(k: int, step) -> None:
-        if step.iteration == 4:
-            interrupt.set()
+        def watch(k: int, step) -> None:
+            if step.iteration == stop_at and image in (None, k):
+                interrupt.set()
 
-    results = fit_parallel(_observations(16), TINY, FitConfig(iterations=50), seeds=SEEDS, observe=watch,
-                           interrupt=interrupt)  # fmt: skip
-    assert [(r.stop_reason, r.iterations) for r in results] == [("interrupted", 4)] * 3
+        plain = _observations(16)
+        # image 1 blows up at its 8th step and is finished alone once the other two reach the cap of 12
+        observations = [plain[0], _BlowsUp(plain[1].y, bad_calls=frozenset({8})), plain[2]]
+        cfg = FitConfig(iterations=12, guard_every=5)
+        return fit_parallel(observations, TINY, cfg, seeds=SEEDS, observe=watch, interrupt=interrupt)
+
+    # in the stack: every image has seen step 4 when the interrupt is honoured
+    assert [(r.stop_reason, r.iterations) for r in run(4)] == [("interrupted", 4)] * 3
+    # image 1 alone, after the others ended at the cap
+    assert [(r.stop_reason, r.iterations) for r in run(10, image=1)] == [("cap", 12), ("interrupted", 10), ("cap", 12)]
