@@ -24,6 +24,8 @@ def restore(
     task: Task | str = "auto",
     mask: np.ndarray | str | Path | None = None,
     mask_invert: bool = False,
+    scale: int | None = None,
+    blur: str | None = None,
     preset: str | Preset = "auto",
     iterations: int | None = None,
     lr: float | None = None,
@@ -47,6 +49,8 @@ def restore(
     restarts_at_once: bool | None = None,
 ) -> Restoration:
     """Restores one image. ``mask`` is a bool array (H, W) or an image file, True/white = known pixel.
+    ``scale`` N super-resolves (the output is N times the input), ``blur`` (gaussian:SIGMA, motion:LENGTH,ANGLE,
+    box:N or a kernel image) deblurs; with task "auto" each picks its task.
 
     ``preset`` is a name (see dip.config.PRESETS; auto / paper / light pick by task and device) or a Preset.
     ``stop`` is auto | spread | wmv | emv | off (None or auto: the preset's); with stopping on, ``iterations`` is
@@ -77,6 +81,8 @@ def restore(
         device=device,
         reference=reference,
         seed=seed,
+        scale=scale,
+        blur=blur,
     )
     return solve(
         plan,

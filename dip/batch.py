@@ -285,6 +285,8 @@ class FolderSettings:
     restarts: int = 1
     restarts_at_once: bool | None = None
     parallel: int = 1  # images of one size fitted at once
+    scale: int | None = None  # super-resolution by this factor
+    blur: str | None = None  # the known blur of every image (dip.operators.blur_kernel)
 
 
 class FolderProgress(Protocol):
@@ -308,16 +310,20 @@ class FolderRun:
     def check(self, jobs: list[Job]) -> None:
         """What every image would fail on in the same way (a preset, a snapshot schedule), refused once."""
         from .config import resolve_preset
+        from .operators import blur_kernel
         from .pipeline import choose_task
         from .snapshots import parse_schedule
 
         settings = self.settings
-        tasks = {choose_task(settings.task, has_mask=j.mask is not None, source=j.source)
-                 for j in jobs if not j.problem}  # fmt: skip
+        tasks = {choose_task(settings.task, has_mask=j.mask is not None, source=j.source, scale=settings.scale,
+                             blur=settings.blur) for j in jobs if not j.problem}  # fmt: skip
+        if settings.blur is not None:
+            blur_kernel(settings.blur)  # a bad kernel is the folder's problem, not each image's
         for task in tasks:
             for scattered in (False, True) if task == "inpaint" else (False,):
-                preset = settings.overrides.apply(resolve_preset(settings.preset, task, self.device.type,
-                                                                 scattered_mask=scattered))  # fmt: skip
+                named = resolve_preset(settings.preset, task, self.device.type, scattered_mask=scattered,
+                                       scale=settings.scale)  # fmt: skip
+                preset = settings.overrides.apply(named)
                 if settings.snapshots is not None:
                     parse_schedule(settings.snapshots, preset.fit.iterations)
 
@@ -333,7 +339,8 @@ class FolderRun:
 
         s = self.settings
         return prepare(job.source, task=s.task, mask=job.mask, mask_invert=s.mask_invert, preset=s.preset,
-                       overrides=s.overrides, device=self.device, reference=job.reference, seed=job.seed)  # fmt: skip
+                       overrides=s.overrides, device=self.device, reference=job.reference, seed=job.seed,
+                       scale=s.scale, blur=s.blur)  # fmt: skip
 
     def _start(self, name: str, steps: int) -> None:
         if self.progress is not None:

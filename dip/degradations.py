@@ -96,3 +96,22 @@ def jpeg_compress(pixels: np.ndarray, quality: int) -> np.ndarray:
 
     decoded = np.asarray(Image.open(io.BytesIO(jpeg_bytes(pixels, quality))), dtype=np.float32) / 255.0
     return decoded.reshape(pixels.shape)
+
+
+def through_operator(pixels: np.ndarray, operator) -> np.ndarray:
+    """``A(x)`` of a float image (H, W, C) for one of dip's forward operators (dip.operators): a pair made with
+    it matches what the fit assumes exactly."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None].double()
+    with torch.no_grad():
+        y = operator(x)[0].permute(1, 2, 0).numpy()
+    return np.clip(y, 0.0, 1.0).astype(np.float32)
+
+
+def crop_to_multiple(pixels: np.ndarray, factor: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The centred crop whose sides are multiples of ``factor``, and its box (x, y, width, height)."""
+    height, width = pixels.shape[:2]
+    new_height, new_width = height - height % factor, width - width % factor
+    top, left = (height - new_height) // 2, (width - new_width) // 2
+    return pixels[top : top + new_height, left : left + new_width], (left, top, new_width, new_height)

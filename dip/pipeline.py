@@ -29,7 +29,7 @@ from .fit import Step, fit, fit_parallel
 from .io import Picture, read_image, read_mask, write_image
 from .memory import check_fits, out_of_memory_message
 from .metrics import ReferenceTracker
-from .operators import Identity, Mask, Observation, Operator
+from .operators import Blur, Downsample, Identity, Mask, Observation, Operator, blur_kernel
 from .report import report_path, write_report, write_sidecar
 from .restoration import Restoration, averaged, restart_seed, scores
 from .snapshots import Snapshot, SnapshotPlan, SnapshotRecorder, make_pictures
@@ -38,29 +38,47 @@ from .stopping import make_detector, noise_variance
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
 
-def choose_task(task: Task | str, *, has_mask: bool, source: Path | None) -> Task:
-    """``auto``: inpaint when a mask is given, JPEG artifacts for a .jpg input, denoising otherwise."""
-    if task != "auto":
-        try:
-            task = Task(task)
-        except ValueError:
-            raise UsageError(f"unknown task {task!r}; choose auto, denoise, inpaint or jpeg") from None
-        if task is Task.inpaint and not has_mask:
-            raise UsageError("--task inpaint needs --mask MASK (white = known pixels)")
-        if task is not Task.inpaint and has_mask:
-            raise UsageError(f"--mask only applies to --task inpaint, not {task.value}")
-        return task
-    if has_mask:
-        return Task.inpaint
-    if source is not None and source.suffix.lower() in JPEG_SUFFIXES:
-        return Task.jpeg
-    return Task.denoise
+# The option each task's operator needs, as the command line names it.
+_NEEDS = {Task.inpaint: ("mask", "--mask MASK (white = known pixels)"), Task.sr: ("scale", "--scale N"),
+          Task.deblur: ("blur", "--blur SPEC (e.g. gaussian:2)")}  # fmt: skip
 
 
-def operator_for(task: Task, known: np.ndarray | None) -> Operator:
+def choose_task(
+    task: Task | str, *, has_mask: bool, source: Path | None, scale: int | None = None, blur: str | None = None
+) -> Task:
+    """``auto``: inpaint with a mask, super-resolve with a scale, deblur with a blur, JPEG artifacts for a .jpg
+    input, denoising otherwise. Each of mask, scale and blur belongs to its task alone."""
+    given = {"mask": has_mask, "scale": scale is not None, "blur": blur is not None}
+    if sum(given.values()) > 1:
+        named = " and ".join(f"--{name}" for name, value in given.items() if value)
+        raise UsageError(f"{named} belong to different tasks; give one of them")
+    if task == "auto":
+        wanted = next((t for t, (name, _) in _NEEDS.items() if given[name]), None)
+        if wanted is not None:
+            return wanted
+        if source is not None and source.suffix.lower() in JPEG_SUFFIXES:
+            return Task.jpeg
+        return Task.denoise
+    try:
+        task = Task(task)
+    except ValueError:
+        raise UsageError(f"unknown task {task!r}; choose auto, {', '.join(t.value for t in Task)}") from None
+    for needer, (name, option) in _NEEDS.items():
+        if task is needer and not given[name]:
+            raise UsageError(f"--task {task.value} needs {option}")
+        if task is not needer and given[name]:
+            raise UsageError(f"--{name} only applies to --task {needer.value}, not {task.value}")
+    return task
+
+
+def operator_for(task: Task, known: np.ndarray | None, scale: int | None, blur: str | None) -> Operator:
     """The forward operator of a task: where a new task says what ``A`` is."""
     if task is Task.inpaint:
         return Mask(torch.from_numpy(known.astype(np.float32))[None, None])
+    if task is Task.sr:
+        return Downsample(scale)
+    if task is Task.deblur:
+        return Blur(blur_kernel(blur), blur)
     return Identity()
 
 
@@ -82,10 +100,18 @@ def read_known(mask: np.ndarray | str | Path | None, picture: Picture, invert: b
     return read_mask(mask, picture.size, invert=invert)
 
 
-def _check_reference(reference: Picture, picture: Picture) -> None:
-    if reference.size != picture.size:
-        (rw, rh), (w, h) = reference.size, picture.size
-        raise InputError(f"reference is {rw}x{rh} but the input is {w}x{h}; give the clean version of the same image")
+def _check_reference(reference: Picture, picture: Picture, restored: tuple[int, int]) -> None:
+    """``restored``: (height, width) of the image the run gives, which the reference must have."""
+    (rw, rh), (w, h) = reference.size, picture.size
+    if (rh, rw) != restored:
+        if restored == (h, w):
+            raise InputError(
+                f"reference is {rw}x{rh} but the input is {w}x{h}; give the clean version of the same image"
+            )
+        raise InputError(
+            f"reference is {rw}x{rh} but the output is {restored[1]}x{restored[0]} (the {w}x{h} input enlarged); "
+            "give the clean image at the output's size"
+        )
     if reference.channels != picture.channels:
         raise InputError(
             f"reference has {reference.channels} channel(s) but the input has {picture.channels}; "
@@ -105,6 +131,11 @@ class Plan:
     seed: int = 0
     reference: Picture | None = None  # the clean image, for the scores only
 
+    def shown_input(self) -> np.ndarray:
+        """The input as a user has it at the output's size (enlarged for super-resolution): what the output is
+        compared with, on the sheet and in the scores."""
+        return self.observation.operator.as_restored(self.picture.pixels)
+
     def snapshots(self, spec: str | None, folder: str | Path | None) -> SnapshotPlan | None:
         """The snapshots ``spec`` asks for in this run (None for none), checked against its cap."""
         return None if spec is None else SnapshotPlan.parse(spec, folder, self.preset.fit.iterations)
@@ -121,23 +152,28 @@ def prepare(
     device: str | torch.device = "auto",
     reference: Picture | str | Path | None = None,
     seed: int = 0,
+    scale: int | None = None,
+    blur: str | None = None,
 ) -> Plan:
     """Reads the image, its mask and reference once and decides the task, device, preset and operator; refuses
-    (DeviceError, naming smaller options) a fit the device clearly lacks the memory for."""
+    (DeviceError, naming smaller options) a fit the device clearly lacks the memory for. ``scale`` (an integer
+    factor) asks for super-resolution, ``blur`` (see dip.operators.blur_kernel) for deblurring."""
     source = image.path if isinstance(image, Picture) else Path(image)
-    chosen_task = choose_task(task, has_mask=mask is not None, source=source)
+    chosen_task = choose_task(task, has_mask=mask is not None, source=source, scale=scale, blur=blur)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     picture = load_picture(image)
     known = read_known(mask, picture, mask_invert)
+    operator = operator_for(chosen_task, known, scale, blur)
+    operator.check(*picture.pixels.shape[:2])
+    observation = Observation(picture.to_tensor(), operator)
+    channels, height, width = observation.restored_shape
     reference_picture = None if reference is None else load_picture(reference)
     if reference_picture is not None:
-        _check_reference(reference_picture, picture)
+        _check_reference(reference_picture, picture, (height, width))
     if not isinstance(preset, Preset):
         scattered = known is not None and is_scattered(known)  # "paper" then takes the paper's Barbara net
-        preset = resolve_preset(preset, chosen_task, device.type, scattered_mask=scattered)
+        preset = resolve_preset(preset, chosen_task, device.type, scattered_mask=scattered, scale=scale)
     chosen = overrides.apply(preset)
-    observation = Observation(picture.to_tensor(), operator_for(chosen_task, known))
-    channels, height, width = observation.restored_shape
     check_fits(chosen, chosen_task, device, height, width, channels)
     return Plan(picture, chosen_task, chosen, device, observation, seed, reference_picture)
 
@@ -260,7 +296,7 @@ def _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every
         preset,
         plan.seed,
         plan.device,
-        scores(tracker, result, plan.picture, plan.reference, preset),
+        scores(tracker, result, plan.shown_input(), plan.reference, preset),
         reference_history=[] if tracker is None else tracker.history,
         snapshots=kept,
         snapshot_dir=None if recorder is None else snapshots.folder,
@@ -339,7 +375,7 @@ def solve_together(
             preset,
             plan.seed,
             device,
-            scores(tracker, result, plan.picture, plan.reference, preset),
+            scores(tracker, result, plan.shown_input(), plan.reference, preset),
             reference_history=[] if tracker is None else tracker.history,
             operator=plan.observation.operator,
         )
@@ -371,7 +407,7 @@ def write(
             record[role] = str(inputs[role])
     if restoration.snapshot_dir is not None:
         clean = None if plan.reference is None else plan.reference.pixels
-        pictures = make_pictures(restoration, plan.picture.pixels, zoom=zoom, animate=animate, reference=clean)
+        pictures = make_pictures(restoration, plan.shown_input(), zoom=zoom, animate=animate, reference=clean)
         if report:
             record["report"] = str(report_path(output))
             write_report(report_path(output), record, pictures)

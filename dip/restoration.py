@@ -87,10 +87,11 @@ def restart_seed(seed: int, restart: int) -> int:
 
 
 def scores(
-    tracker: ReferenceTracker | None, result: FitResult, picture: Picture, reference: Picture | None, preset: Preset
+    tracker: ReferenceTracker | None, result: FitResult, shown_input, reference: Picture | None, preset: Preset
 ) -> dict:
-    """PSNR and SSIM of the returned image and of the input against the reference, and the peak the run could
-    have returned with the reference to pick by; {} without a reference."""
+    """PSNR and SSIM of the returned image and of the input (``shown_input``: at the output's size, see
+    Plan.shown_input) against the reference, and the peak the run could have returned with the reference to
+    pick by; {} without a reference."""
     if tracker is None:
         return {}
     clean = reference.pixels
@@ -103,8 +104,8 @@ def scores(
     return {
         "psnr": returned_psnr,
         "ssim": ssim(result.image, clean),
-        "input_psnr": psnr(picture.pixels, clean),
-        "input_ssim": ssim(picture.pixels, clean),
+        "input_psnr": psnr(shown_input, clean),
+        "input_ssim": ssim(shown_input, clean),
         "peak_psnr": peak_psnr,
         "peak_iteration": peak_iteration,
     }

@@ -182,7 +182,7 @@ def _truncated_png(tmp_path):
             "degrade: two corruptions",
             lambda i, t: ["degrade", i["clean"], "-o", t / "x.png", "--noise", "5", "--jpeg", "10"],
             USAGE,
-            "exactly one",
+            "give one of --noise SIGMA, --drop P, --jpeg Q, --downscale N, --blur SPEC",
         ),
         (
             "degrade: sigma out of range",

@@ -12,11 +12,13 @@ from ..config import NO_OVERRIDES, Overrides
 from ..errors import UsageError
 from .options import (
     AnimateOption,
+    BlurOption,
     DeviceOption,
     MaskInvertOption,
     PresetOption,
     RestartsAtOnceOption,
     RestartsOption,
+    ScaleOption,
     SnapshotsOption,
     TaskOption,
     check_output,
@@ -46,6 +48,8 @@ def batch(
         typer.Option(help="Folder of clean images named like the inputs: PSNR/SSIM go into the manifest."),
     ] = None,
     task: TaskOption = "auto",
+    scale: ScaleOption = None,
+    blur: BlurOption = None,
     preset: PresetOption = "auto",
     overrides: Overrides = NO_OVERRIDES,
     seed: Annotated[
@@ -91,7 +95,7 @@ def batch(
         for path in found.masks:
             typer.echo(f"dip: mask, not an input: {path.as_posix()}", err=True)
     settings = FolderSettings(task, mask_invert, preset, overrides, snapshots, animate, restarts, restarts_at_once,
-                              parallel)  # fmt: skip
+                              parallel, scale, blur)  # fmt: skip
     shard = Shard.from_environment()
     records, seconds = _run(found.jobs, shard, settings, device, output_dir, overwrite, fail_fast, quiet)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -20,15 +21,30 @@ def degrade(
         Path | None, typer.Option(help="With --drop: where to write the mask [default: <output stem>_mask.png].")
     ] = None,
     jpeg: Annotated[int | None, typer.Option(help="Compress with JPEG at this quality (1-95).")] = None,
+    downscale: Annotated[
+        int | None,
+        typer.Option(help="Make the low-resolution input of super-resolution: N times smaller, with dip's own "
+                     "downsampler (--noise may be added)."),  # fmt: skip
+    ] = None,
+    blur: Annotated[
+        str | None,
+        typer.Option(help="Blur with gaussian:SIGMA | motion:LENGTH,ANGLE | box:N | a kernel image (--noise may "
+                     "be added)."),  # fmt: skip
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random corruption.")] = 0,
     as_json: JsonOption = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
-    """Make a corrupted test image from a clean one (noise, missing pixels or JPEG), with its settings beside it."""
-    chosen = [name for name, value in (("--noise", noise), ("--drop", drop), ("--jpeg", jpeg)) if value is not None]
-    if len(chosen) != 1:
+    """Make a corrupted test image from a clean one (noise, missing pixels, JPEG, a smaller or a blurred copy),
+    with its settings beside it."""
+    options = (("--noise", noise), ("--drop", drop), ("--jpeg", jpeg), ("--downscale", downscale), ("--blur", blur))
+    chosen = [name for name, value in options if value is not None]
+    # noise goes on top of a downscaled or blurred image, as a camera adds it after the optics
+    with_noise = len(chosen) == 2 and chosen[0] == "--noise" and chosen[1] in ("--downscale", "--blur")
+    if len(chosen) != 1 and not with_noise:
         raise UsageError(
-            "give exactly one of --noise SIGMA, --drop P, --jpeg Q" + (f" (got {', '.join(chosen)})" if chosen else "")
+            "give one of --noise SIGMA, --drop P, --jpeg Q, --downscale N, --blur SPEC (--noise may go with the last "
+            "two)" + (f"; got {', '.join(chosen)}" if chosen else "")
         )
     if mask_out is not None and drop is None:
         raise UsageError("--mask-out only goes with --drop")
@@ -51,6 +67,11 @@ def degrade(
     picture = read_image(clean)
     rng = np.random.default_rng(seed)
     record: dict = {"input": str(clean), "output": str(output), "seed": seed}
+    if downscale is not None or blur is not None:
+        _through_operator(picture, clean, output, downscale, blur, noise, rng, record, overwrite=overwrite)
+        emit(record, as_json, f"{clean} -> {output}: {record['corruption']['kind']}"
+             + ("" if record["psnr"] is None else f", PSNR {record['psnr']:.2f} dB"))  # fmt: skip
+        return
     if noise is not None:
         corrupted = degradations.add_gaussian_noise(picture.pixels, noise, rng)
         record["corruption"] = {"kind": "gaussian", "sigma": noise}
@@ -75,3 +96,36 @@ def degrade(
     record["psnr"] = round(psnr(read_image(output).pixels, picture.pixels), 4)
     write_sidecar(output, record)
     emit(record, as_json, f"{clean} -> {output}: {record['corruption']['kind']}, PSNR {record['psnr']:.2f} dB")
+
+
+def _through_operator(picture, clean: Path, output: Path, downscale, blur, noise, rng, record, *, overwrite) -> None:
+    """A super-resolution or deblurring input, made with the operator the fit inverts (and noise on top)."""
+    from .. import degradations
+    from ..io import read_image, write_image
+    from ..metrics import psnr
+    from ..operators import Blur, Downsample, blur_kernel
+    from ..report import write_sidecar
+
+    pixels = picture.pixels
+    if downscale is not None:
+        operator = Downsample(downscale)
+        pixels, box = degradations.crop_to_multiple(pixels, downscale)
+        record["corruption"] = {"kind": "downscale", "scale": downscale}
+        if pixels.shape != picture.pixels.shape:
+            # the clean image the output is N times smaller than, for --reference
+            cropped = output.with_name(f"{output.stem}_reference.png")
+            check_output(cropped, [clean], overwrite=overwrite)
+            x, y, w, h = box
+            alpha = None if picture.alpha is None else picture.alpha[y : y + h, x : x + w]
+            write_image(cropped, dataclasses.replace(picture, pixels=pixels, alpha=alpha))
+            record["corruption"].update(crop=list(box), reference=str(cropped))
+    else:
+        operator = Blur(blur_kernel(blur), blur)
+        record["corruption"] = {"kind": "blur", "blur": blur, "kernel_size": list(operator.kernel.shape)}
+    corrupted = degradations.through_operator(pixels, operator)
+    if noise is not None:
+        corrupted = degradations.add_gaussian_noise(corrupted, noise, rng)
+        record["corruption"]["sigma"] = noise
+    write_image(output, picture.with_pixels(corrupted))
+    record["psnr"] = None if downscale is not None else round(psnr(read_image(output).pixels, picture.pixels), 4)
+    write_sidecar(output, record)

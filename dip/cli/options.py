@@ -17,7 +17,20 @@ from ..config import PRESET_FAMILIES, PRESETS, Overrides
 from ..errors import OutputError, UsageError
 
 TaskOption = Annotated[
-    str, typer.Option(help="denoise | inpaint | jpeg | auto (inpaint with a mask, jpeg for a .jpg input).")
+    str,
+    typer.Option(
+        help="denoise | inpaint | jpeg | sr | deblur | auto (inpaint with a mask, sr with --scale, deblur with "
+        "--blur, jpeg for a .jpg input)."
+    ),
+]
+ScaleOption = Annotated[
+    int | None, typer.Option(help="Super-resolution: the output is N times the input in each direction (2-8).")
+]
+BlurOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Deblurring: the known blur, gaussian:SIGMA | motion:LENGTH,ANGLE | box:N (pixels) | a kernel image."
+    ),
 ]
 MaskInvertOption = Annotated[bool, typer.Option("--mask-invert", help="The mask marks missing pixels instead.")]
 PresetOption = Annotated[

@@ -11,12 +11,14 @@ from ..config import NO_OVERRIDES, Overrides
 from ..errors import UsageError
 from .options import (
     AnimateOption,
+    BlurOption,
     DeviceOption,
     JsonOption,
     MaskInvertOption,
     PresetOption,
     RestartsAtOnceOption,
     RestartsOption,
+    ScaleOption,
     SnapshotsOption,
     TaskOption,
     check_output,
@@ -35,6 +37,8 @@ def restore(
     task: TaskOption = "auto",
     mask: Annotated[Path | None, typer.Option(help="Inpainting mask, same size as the input; white = known.")] = None,
     mask_invert: MaskInvertOption = False,
+    scale: ScaleOption = None,
+    blur: BlurOption = None,
     preset: PresetOption = "auto",
     overrides: Overrides = NO_OVERRIDES,
     seed: Annotated[int, typer.Option(help="Fixes weights, input noise and jitter: same seed, same result.")] = 0,
@@ -66,7 +70,8 @@ def restore(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Restore one image: denoise it, remove JPEG artifacts, or fill in the pixels a mask marks as missing."""
+    """Restore one image: denoise it, remove JPEG artifacts, fill in the pixels a mask marks as missing,
+    super-resolve it (--scale N) or remove a known blur (--blur SPEC)."""
     existing_file(input, "input")
     if mask is not None:
         existing_file(mask, "mask")
@@ -95,7 +100,7 @@ def restore(
 
     # Everything the command line can get wrong is checked before the (long) fit starts.
     plan = prepare(input, task=task, mask=mask, mask_invert=mask_invert, preset=preset, overrides=overrides,
-                   device=device, reference=reference, seed=seed)  # fmt: skip
+                   device=device, reference=reference, seed=seed, scale=scale, blur=blur)  # fmt: skip
     snapshot_plan, zoom_box = _snapshots(plan, output, snapshots, snapshot_dir, zoom, wants_pictures, report,
                                          overwrite=overwrite, resume=resume)  # fmt: skip
 
