@@ -13,8 +13,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from skimage import data, transform
 
-from dip.degradations import add_gaussian_noise, jpeg_bytes
+from dip.degradations import add_gaussian_noise, jpeg_bytes, through_operator
 from dip.io import Picture, write_image
+from dip.operators import Blur, blur_kernel
 
 HERE = Path(__file__).resolve().parent
 SIZE = 160
@@ -54,6 +55,13 @@ def main() -> None:
 
     write_image(HERE / "chelsea.png", _picture(chelsea))
     (HERE / "chelsea_q10.jpg").write_bytes(jpeg_bytes(chelsea, 10))
+    # a quarter of the size, made as a user's small image is made: Pillow's bicubic downscaling, 8 bits
+    small = Image.fromarray(np.round(chelsea * 255).astype(np.uint8)).resize((SIZE // 4,) * 2, Image.Resampling.BICUBIC)
+    small.save(HERE / "chelsea_x4.png")
+
+    # a known blur (gaussian, sigma 2 px) with a little sensor noise on top (sigma 2 on the 0-255 scale)
+    blurred = through_operator(astronaut, Blur(blur_kernel("gaussian:2")))
+    write_image(HERE / "astronaut_blur2.png", _picture(add_gaussian_noise(blurred, 2, np.random.default_rng(1))))
 
     write_image(HERE / "coffee.png", _picture(coffee))
     known = _text_mask(seed=0)

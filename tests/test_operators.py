@@ -185,3 +185,24 @@ def test_degrade_makes_pairs_with_the_operators(capsys, tmp_path):
     code, _, err = run(capsys, "degrade", tmp_path / "hr.png", "--blur", "box:3", "--jpeg", "5", "-o",
                        tmp_path / "c.png")  # fmt: skip
     assert code != 0 and "--noise may go with the last two" in err
+
+
+def test_a_folder_takes_one_scale_and_a_blur_goes_through_batch_and_parallel(capsys, tmp_path):
+    import json
+
+    from dip.io import read_image
+
+    folder = tmp_path / "in"
+    for name, seed in (("a", 0), ("b", 1)):
+        pixels = np.random.default_rng(seed).random((8, 8, 3)).astype(np.float32)
+        write_image(folder / f"{name}.png", Picture(pixels, None, 8, "RGB", None))
+    code, _, err = run(capsys, "batch", folder, tmp_path / "sr", "--scale", "3", "--iters", "2", "-q")
+    assert code == 0, err
+    assert read_image(tmp_path / "sr" / "a.png").size == (24, 24)
+    assert json.loads((tmp_path / "sr" / "b.png.json").read_text())["scale"] == 3
+    code, _, err = run(capsys, "batch", folder, tmp_path / "deblur", "--blur", "box:3", "--iters", "2", "--parallel",
+                       "2", "-q")  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "deblur" / "a.png.json").read_text())["blur"] == "box:3"
+    code, _, err = run(capsys, "batch", folder, tmp_path / "bad", "--blur", "box:0", "-q")
+    assert code != 0 and "--blur box:N needs N from 2 to 101" in err
