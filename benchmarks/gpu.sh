@@ -8,15 +8,16 @@
 #   bash benchmarks/gpu.sh parity     # F16 512², sigma 25, paper net, automatic stopping: fp32 against bf16
 #   bash benchmarks/gpu.sh parallel   # K = 1, 4, 8 images of 256² at once against one after another
 #   bash benchmarks/gpu.sh quality    # Barbara with 50 % missing at full size: the paper's net and dip's
+#   bash benchmarks/gpu.sh sr         # the paper's x4 table on CSet5 at full size, paper-sr (then CSet14: sr14)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
 PYTHON=${PYTHON:-python}
 case "${1:-}" in
-speed | compile | parity | parallel | quality) ;;
+speed | compile | parity | parallel | quality | sr | sr14) ;;
 *)
-    sed -n '2,10p' "$0"
+    sed -n '2,11p' "$0"
     exit 2
     ;;
 esac
@@ -45,5 +46,11 @@ parallel)
 quality)
     "$PYTHON" benchmarks/quality.py --size 0 --tasks drop50 --images barbara --methods dip-paper,dip,biharmonic \
         --device cuda --csv "$OUT/barbara.csv" --markdown "$OUT/barbara.md" | tee "$OUT/barbara.txt"
+    ;;
+sr | sr14)
+    # Whole images cut to a multiple of 32, as the paper's notebook; the paper's net and 2000 steps (x4).
+    SET=$([ "$1" = sr ] && echo CSet5 || echo CSet14)
+    "$PYTHON" benchmarks/sr_table.py --sets "$SET" --crop 0 --preset paper --threads 4 \
+        --csv "$OUT/sr_$SET.csv" | tee "$OUT/sr_$SET.txt"
     ;;
 esac

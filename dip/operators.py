@@ -56,6 +56,8 @@ class Operator:
         with (the sheet's input tile, the input's PSNR against a reference)."""
         return y
 
+    shown_as = "input"  # the title of that image on the sheet
+
 
 @dataclass(frozen=True)
 class Identity(Operator):
@@ -171,6 +173,10 @@ class Downsample(Operator):
 
     def record(self) -> dict:
         return {"scale": self.factor}
+
+    @property
+    def shown_as(self) -> str:
+        return f"input · bicubic x{self.factor}"
 
     def as_restored(self, y: np.ndarray) -> np.ndarray:
         from PIL import Image

@@ -407,7 +407,8 @@ def write(
             record[role] = str(inputs[role])
     if restoration.snapshot_dir is not None:
         clean = None if plan.reference is None else plan.reference.pixels
-        pictures = make_pictures(restoration, plan.shown_input(), zoom=zoom, animate=animate, reference=clean)
+        pictures = make_pictures(restoration, plan.shown_input(), zoom=zoom, animate=animate, reference=clean,
+                                 input_title=plan.observation.operator.shown_as)  # fmt: skip
         if report:
             record["report"] = str(report_path(output))
             write_report(report_path(output), record, pictures)

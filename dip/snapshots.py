@@ -252,6 +252,7 @@ def make_pictures(
     zoom: tuple[int, int, int, int] | None = None,
     animate: bool = False,
     reference: np.ndarray | None = None,
+    input_title: str = "input",
 ) -> dict[str, Path]:
     """The contact sheet, the curves and (``animate``) the animation of a run with snapshots, in its folder.
 
@@ -270,7 +271,7 @@ def make_pictures(
         extra = [role for role in ("returned", "last") if role in snapshot.roles]
         return f"it {snapshot.iteration}" + "".join(f" · {role}" for role in extra)
 
-    tiles = [Tile(corrupted, "input", _metrics_caption(metrics.get("input_psnr"), metrics.get("input_ssim")))]
+    tiles = [Tile(corrupted, input_title, _metrics_caption(metrics.get("input_psnr"), metrics.get("input_ssim")))]
     frames = []
     for snapshot in restoration.snapshots:
         tile = Tile(read_snapshot(folder, snapshot), title(snapshot), _metrics_caption(snapshot.psnr, snapshot.ssim))
