@@ -310,7 +310,7 @@ class FolderRun:
     def check(self, jobs: list[Job]) -> None:
         """What every image would fail on in the same way (a preset, a snapshot schedule), refused once."""
         from .config import resolve_preset
-        from .operators import blur_kernel
+        from .operators import Downsample, blur_kernel
         from .pipeline import choose_task
         from .snapshots import parse_schedule
 
@@ -318,7 +318,9 @@ class FolderRun:
         tasks = {choose_task(settings.task, has_mask=j.mask is not None, source=j.source, scale=settings.scale,
                              blur=settings.blur) for j in jobs if not j.problem}  # fmt: skip
         if settings.blur is not None:
-            blur_kernel(settings.blur)  # a bad kernel is the folder's problem, not each image's
+            blur_kernel(settings.blur)  # a bad kernel or scale is the folder's problem, not each image's
+        if settings.scale is not None:
+            Downsample(settings.scale)
         for task in tasks:
             for scattered in (False, True) if task == "inpaint" else (False,):
                 named = resolve_preset(settings.preset, task, self.device.type, scattered_mask=scattered,

@@ -111,7 +111,9 @@ def alternatives(preset: Preset, task, device: torch.device, height: int, width:
         options.append(f"--stop spread ({_gib(estimate(spread, height, width, channels, device.type).total)})")
     half = max(1, height // 2), max(1, width // 2)
     half_needs = estimate(preset, *half, channels, device.type).total
-    options.append(f"an image of half the size, {half[1]}x{half[0]} ({_gib(half_needs)})")
+    # sizes are the restored image's: for super-resolution the output's, not the input's
+    what = "an output" if str(getattr(task, "value", task)) == "sr" else "an image"
+    options.append(f"{what} of half the size, {half[1]}x{half[0]} ({_gib(half_needs)})")
     return options
 
 
@@ -125,7 +127,8 @@ def check_fits(preset: Preset, task, device: torch.device, height: int, width: i
 
 
 def out_of_memory_message(preset, task, device, height, width, channels, needed: int | None, free: int | None) -> str:
-    what = f"restoring a {width}x{height} image with {preset.name}"
+    output = "output" if str(getattr(task, "value", task)) == "sr" else "image"
+    what = f"restoring a {width}x{height} {output} with {preset.name}"
     amount = f" needs about {_gib(needed)}" if needed is not None else " ran out of memory"
     have = f" but {device} has {_gib(free)} free" if free is not None else f" on {device}"
     smaller = "; ".join(alternatives(preset, task, device, height, width, channels))

@@ -206,3 +206,28 @@ def test_a_folder_takes_one_scale_and_a_blur_goes_through_batch_and_parallel(cap
     assert json.loads((tmp_path / "deblur" / "a.png.json").read_text())["blur"] == "box:3"
     code, _, err = run(capsys, "batch", folder, tmp_path / "bad", "--blur", "box:0", "-q")
     assert code != 0 and "--blur box:N needs N from 2 to 101" in err
+
+
+def test_sizes_the_operators_cannot_take_and_a_folder_scale_are_refused_in_one_line(capsys, tmp_path):
+    write_image(tmp_path / "tiny.png", Picture(small_image(8), None, 8, "RGB", None))
+    for args, message in (
+        (["--downscale", "8"], "--downscale 8 leaves less than 2x2 pixels of the 8x8 image"),
+        (["--downscale", "16"], "--downscale must be a whole number from 2 to 8, not 16"),
+        (["--blur", "box:20"], "too small for a 20x20 blur kernel"),
+    ):
+        code, _, err = run(capsys, "degrade", tmp_path / "tiny.png", "-o", tmp_path / "d.png", *args)
+        assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run(capsys, "restore", tmp_path / "tiny.png", "--blur", "box:20", "-o", tmp_path / "r.png")
+    assert code != 0 and "too small for a 20x20 blur kernel" in err
+    folder = tmp_path / "in"
+    write_image(folder / "a.png", Picture(small_image(8), None, 8, "RGB", None))
+    code, _, err = run(capsys, "batch", folder, tmp_path / "out", "--scale", "9", "-q")
+    assert code == 2 and "--scale must be a whole number from 2 to 8, not 9" in err
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()  # refused once, before any image
+
+
+def test_the_zoom_box_of_a_super_resolved_sheet_is_in_output_pixels(capsys, pair):
+    code, _, err = run(capsys, "restore", pair / "lr.png", "--scale", "4", "-o", pair / "z.png", "--iters", "2",
+                       "--zoom", "0,0,24,24", "-q")  # fmt: skip
+    assert code == 0, err  # inside the 32x32 output, outside the 8x8 input
+    assert (pair / "z.snapshots" / "sheet.png").exists()

@@ -103,29 +103,36 @@ def _through_operator(picture, clean: Path, output: Path, downscale, blur, noise
     from .. import degradations
     from ..io import read_image, write_image
     from ..metrics import psnr
-    from ..operators import Blur, Downsample, blur_kernel
+    from ..operators import SCALES, Blur, Downsample, blur_kernel
     from ..report import write_sidecar
 
     pixels = picture.pixels
     if downscale is not None:
+        if downscale not in SCALES:
+            raise UsageError(f"--downscale must be a whole number from {SCALES[0]} to {SCALES[-1]}, not {downscale}")
         operator = Downsample(downscale)
         pixels, box = degradations.crop_to_multiple(pixels, downscale)
+        if min(pixels.shape[:2]) < 2 * downscale:
+            width, height = picture.size
+            raise UsageError(f"--downscale {downscale} leaves less than 2x2 pixels of the {width}x{height} image")
         record["corruption"] = {"kind": "downscale", "scale": downscale}
+        x, y, w, h = box
+        alpha = None if picture.alpha is None else picture.alpha[y : y + h, x : x + w]
         if pixels.shape != picture.pixels.shape:
             # the clean image the output is N times smaller than, for --reference
             cropped = output.with_name(f"{output.stem}_reference.png")
             check_output(cropped, [clean], overwrite=overwrite)
-            x, y, w, h = box
-            alpha = None if picture.alpha is None else picture.alpha[y : y + h, x : x + w]
-            write_image(cropped, dataclasses.replace(picture, pixels=pixels, alpha=alpha))
+            picture = dataclasses.replace(picture, pixels=pixels, alpha=alpha)
+            write_image(cropped, picture)
             record["corruption"].update(crop=list(box), reference=str(cropped))
     else:
         operator = Blur(blur_kernel(blur), blur)
+        operator.check(*pixels.shape[:2])
         record["corruption"] = {"kind": "blur", "blur": blur, "kernel_size": list(operator.kernel.shape)}
     corrupted = degradations.through_operator(pixels, operator)
     if noise is not None:
         corrupted = degradations.add_gaussian_noise(corrupted, noise, rng)
         record["corruption"]["sigma"] = noise
-    write_image(output, picture.with_pixels(corrupted))
+    write_image(output, picture.with_pixels(corrupted))  # alpha resized with the picture, from the crop
     record["psnr"] = None if downscale is not None else round(psnr(read_image(output).pixels, picture.pixels), 4)
     write_sidecar(output, record)

@@ -51,7 +51,8 @@ def restore(
         Path | None, typer.Option(help="Where snapshots go [default: <output stem>.snapshots/].")
     ] = None,
     zoom: Annotated[
-        str | None, typer.Option(help="X,Y,W,H: add this crop, enlarged, under every tile of the sheet.")
+        str | None,
+        typer.Option(help="X,Y,W,H (in output pixels): add this crop, enlarged, under every tile of the sheet."),
     ] = None,
     animate: AnimateOption = False,
     report: Annotated[
@@ -138,7 +139,8 @@ def _snapshots(plan, output: Path, spec, folder, zoom, wants_pictures: bool, rep
         return None, None
     folder = folder if folder is not None else default_folder(output)
     snapshot_plan = plan.snapshots(spec, folder)
-    zoom_box = None if zoom is None else parse_zoom(zoom, plan.picture.size)
+    _, height, width = plan.observation.restored_shape  # the sheet is at the output's size
+    zoom_box = None if zoom is None else parse_zoom(zoom, (width, height))
     if not resume:  # a resumed run keeps the snapshots it had already written
         check_folder(folder, overwrite=overwrite)
     if report and report_path(output).exists() and not (overwrite or resume):
