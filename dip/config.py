@@ -282,12 +282,12 @@ PAPER_SR = Preset(
     FitConfig(iterations=2000, lr=0.01, reg_noise_std=0.03, average=None),
     replace(PAPER_STOP, rule="off", cap=4000),
 )
-PAPER_SR8 = Preset(
-    "paper-sr8",
-    "the paper's super-resolution x8: the denoising net, lr 0.01, jitter 0.05, 4000 steps, the last iterate",
-    PAPER_DENOISE.net,
-    FitConfig(iterations=4000, lr=0.01, reg_noise_std=0.05, average=None),
-    replace(PAPER_STOP, rule="off", cap=8000),
+PAPER_SR8 = replace(
+    PAPER_SR,
+    name="paper-sr8",
+    description="the paper's super-resolution x8: the denoising net, lr 0.01, jitter 0.05, 4000 steps, last iterate",
+    fit=replace(PAPER_SR.fit, iterations=4000, reg_noise_std=0.05),
+    stop=replace(PAPER_SR.stop, cap=8000),
 )
 # The paper has no deblurring notebook; its denoising setting, as the closest of its own.
 PAPER_DEBLUR = Preset(

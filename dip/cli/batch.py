@@ -146,8 +146,9 @@ def _run(jobs, shard, settings, device, output_dir: Path, overwrite: bool, fail_
     """This process's share of the jobs, restored; every process's records, and the seconds it took."""
     import time
 
-    from ..batch import FolderRun, device_for, gather_records, join_process_group
+    from ..batch import FolderRun
     from ..device import resolve_device
+    from ..processes import device_for, gather_records, join_process_group
     from .console import EXIT_INTERRUPTED, FolderProgress, Signals
 
     mine = shard.take(jobs)

@@ -73,13 +73,7 @@ def restore(
 ) -> None:
     """Restore one image: denoise it, remove JPEG artifacts, fill in the pixels a mask marks as missing,
     super-resolve it (--scale N) or remove a known blur (--blur SPEC)."""
-    existing_file(input, "input")
-    if mask is not None:
-        existing_file(mask, "mask")
-        if mask.resolve() == input.resolve():
-            raise UsageError(f"--mask '{mask}' is the input image itself; give the mask file (white = known pixels)")
-    if reference is not None:
-        existing_file(reference, "reference")
+    _check_inputs(input, mask, reference)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise UsageError(f"--checkpoint-every must be at least 1, not {checkpoint_every}")
     if restarts < 1:
@@ -124,6 +118,16 @@ def restore(
     emit(record, as_json, _summary(restoration, record, input, output, checkpoint))
     if signals.code is not None:
         raise typer.Exit(signals.code)
+
+
+def _check_inputs(input: Path, mask: Path | None, reference: Path | None) -> None:
+    existing_file(input, "input")
+    if mask is not None:
+        existing_file(mask, "mask")
+        if mask.resolve() == input.resolve():
+            raise UsageError(f"--mask '{mask}' is the input image itself; give the mask file (white = known pixels)")
+    if reference is not None:
+        existing_file(reference, "reference")
 
 
 def _snapshots(plan, output: Path, spec, folder, zoom, wants_pictures: bool, report: bool, *, overwrite, resume):
