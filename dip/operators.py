@@ -19,6 +19,7 @@ import torch
 
 from .config import Loss
 from .errors import InputError, UsageError
+from .tiles import Box
 
 
 class Operator:
@@ -49,6 +50,13 @@ class Operator:
         return {}
 
     def to(self, device: torch.device) -> Operator:
+        return self
+
+    factor = 1  # restored pixels per observed pixel, in each direction
+
+    def crop(self, box: Box) -> Operator:
+        """The operator of the part of the observation in ``box`` (observation pixels), for a fit of that part
+        alone (a tile): the same for operators that act alike everywhere."""
         return self
 
     def as_restored(self, y: np.ndarray) -> np.ndarray:
@@ -85,6 +93,10 @@ class Mask(Operator):
 
     def to(self, device: torch.device) -> Mask:
         return Mask(self.mask.to(device))
+
+    def crop(self, box: Box) -> Mask:
+        rows, cols = box.slices()
+        return Mask(self.mask[..., rows, cols].clone())
 
 
 @dataclass(frozen=True)
@@ -145,7 +157,7 @@ class Downsample(Operator):
     """Super-resolution: ``y`` is ``x`` filtered with the Lanczos-2 kernel and sampled every ``factor`` pixels
     (block centres), reflected at the border; the restored image is ``factor`` times ``y`` in each direction."""
 
-    factor: int
+    factor: int  # restored pixels per observed pixel, as the base class names it
 
     def __post_init__(self) -> None:
         if self.factor not in SCALES:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +26,17 @@ from .config import NO_OVERRIDES, Loss, Overrides, Preset, Task, resolve_preset
 from .degradations import is_scattered
 from .device import resolve_device
 from .errors import DeviceError, InputError, UsageError
-from .fit import Step, fit, fit_parallel
+from .fit import FitResult, Step, fit, fit_parallel
 from .io import Picture, read_image, read_mask, write_image
+from .layout import Layout, choose_layout, groups, parse_tile
 from .memory import check_fits, out_of_memory_message
-from .metrics import ReferenceTracker
+from .metrics import ReferenceTracker, psnr, ssim
 from .operators import Blur, Downsample, Identity, Mask, Observation, Operator, blur_kernel
 from .report import report_path, write_report, write_sidecar
 from .restoration import Restoration, averaged, restart_seed, scores
 from .snapshots import Snapshot, SnapshotPlan, SnapshotRecorder, make_pictures
 from .stopping import make_detector, noise_variance
+from .tiles import Blend, Box, seams
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
@@ -130,6 +133,12 @@ class Plan:
     observation: Observation  # y and the task's operator, on the CPU
     seed: int = 0
     reference: Picture | None = None  # the clean image, for the scores only
+    layout: Layout | None = None  # None: one fit of the whole image
+    keep_known: bool = False  # the output's observed pixels are the input's own (inpainting)
+
+    @property
+    def split(self) -> bool:
+        return self.layout is not None and self.layout.split
 
     def shown_input(self) -> np.ndarray:
         """The input as a user has it at the output's size (enlarged for super-resolution): what the output is
@@ -154,10 +163,18 @@ def prepare(
     seed: int = 0,
     scale: int | None = None,
     blur: str | None = None,
+    tile: int | str = "auto",
+    tile_overlap: int | None = None,
+    keep_known: bool | None = None,
+    prefer_whole: bool = False,
 ) -> Plan:
-    """Reads the image, its mask and reference once and decides the task, device, preset and operator; refuses
-    (DeviceError, naming smaller options) a fit the device clearly lacks the memory for. ``scale`` (an integer
-    factor) asks for super-resolution, ``blur`` (see dip.operators.blur_kernel) for deblurring."""
+    """Reads the image, its mask and reference once and decides the task, device, preset, operator and layout
+    (whole, tiles or windows: see dip.layout); refuses (DeviceError, naming smaller options) a fit the device
+    clearly lacks the memory for. ``scale`` (an integer factor) asks for super-resolution, ``blur`` (see
+    dip.operators.blur_kernel) for deblurring. ``tile``: auto, 0 (never split) or a tile size in output pixels;
+    ``keep_known`` (None: for inpainting) makes the output's known pixels the input's own, bit for bit;
+    ``prefer_whole``: the run needs one fit (snapshots, checkpoints, restarts), so auto splits only what does not
+    fit."""
     source = image.path if isinstance(image, Picture) else Path(image)
     chosen_task = choose_task(task, has_mask=mask is not None, source=source, scale=scale, blur=blur)
     device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -174,8 +191,13 @@ def prepare(
         scattered = known is not None and is_scattered(known)  # "paper" then takes the paper's Barbara net
         preset = resolve_preset(preset, chosen_task, device.type, scattered_mask=scattered, scale=scale)
     chosen = overrides.apply(preset)
-    check_fits(chosen, chosen_task, device, height, width, channels)
-    return Plan(picture, chosen_task, chosen, device, observation, seed, reference_picture)
+    keep = chosen_task is Task.inpaint if keep_known is None else keep_known
+    if keep and chosen_task is not Task.inpaint:
+        raise UsageError("--keep-known applies to inpainting (--mask): other tasks observe no pixel exactly")
+    layout = choose_layout(parse_tile(tile), tile_overlap, task=chosen_task, operator=operator, preset=chosen,
+                           device=device, observed=picture.pixels.shape[:2], channels=channels, keep_known=keep,
+                           prefer_whole=prefer_whole)  # fmt: skip
+    return Plan(picture, chosen_task, chosen, device, observation, seed, reference_picture, layout, keep)
 
 
 def _noise(plan: Plan) -> float | None:
@@ -217,14 +239,27 @@ def solve(
     restarts: int = 1,
     restarts_at_once: bool | None = None,
     track_every: int = 10,
+    on_region: Callable[[int, int, Box], None] | None = None,
 ) -> Restoration:
     """Fits the plan and returns its restoration; see :func:`dip.api.restore` for what each option does.
+    A plan split into tiles or windows goes to :func:`solve_split` (``on_region``: see there).
 
     ``restarts`` K > 1 fits K nets from the seeds ``restart_seed(plan.seed, k)`` and returns the mean of their
     images, together as one stacked net (``restarts_at_once``; None: on a GPU) or one after another.
     """
     if restarts < 1:
         raise UsageError(f"restarts must be at least 1, not {restarts}")
+    if plan.split:
+        asked = {"snapshots": snapshots is not None, "checkpoints": checkpoint is not None, "restarts": restarts > 1}
+        wanted = [name for name, given in asked.items() if given]
+        if wanted:
+            channels, height, width = plan.observation.restored_shape
+            raise UsageError(
+                f"{' and '.join(wanted)} need one fit of the whole image, but this {width}x{height} one is fitted in "
+                f"{plan.layout.describe(plan.observation.operator.factor)} ({plan.layout.reason}); pass --tile 0 "
+                "to fit it whole"
+            )
+        return solve_split(plan, observe=observe, interrupt=interrupt, on_region=on_region)
     if restarts == 1:
         return _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every, resume, track_every)
     if snapshots is not None or checkpoint is not None or resume:
@@ -285,6 +320,7 @@ def _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every
             message = out_of_memory_message(preset, plan.task, plan.device, height, width, channels, None, None)
             raise DeviceError(message) from None
         raise
+    result = _with_known(plan, result)
     kept = []
     if recorder is not None:
         kept = recorder.finish(result)
@@ -301,6 +337,7 @@ def _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every
         snapshots=kept,
         snapshot_dir=None if recorder is None else snapshots.folder,
         operator=plan.observation.operator,
+        keep_known=plan.keep_known,
     )
 
 
@@ -367,6 +404,7 @@ def solve_together(
         observe=watch,
         interrupt=interrupt,
     )
+    results = [_with_known(plan, result) for plan, result in zip(plans, results, strict=True)]
     return [
         Restoration(
             plan.picture.with_pixels(result.image),
@@ -378,9 +416,141 @@ def solve_together(
             scores(tracker, result, plan.shown_input(), plan.reference, preset),
             reference_history=[] if tracker is None else tracker.history,
             operator=plan.observation.operator,
+            keep_known=plan.keep_known,
         )
         for plan, result, tracker in zip(plans, results, trackers, strict=True)
     ]
+
+
+def _with_known(plan: Plan, result: FitResult) -> FitResult:
+    """The result with the observed pixels the input's own, exactly, where the plan keeps them."""
+    if not plan.keep_known:
+        return result
+    observation = plan.observation
+    image = torch.where(observation.operator.known > 0, observation.y, result.image)
+    return dataclasses.replace(result, image=image)
+
+
+def region_plan(plan: Plan, box: Box) -> Plan:
+    """The part of a plan in ``box`` (observation pixels) as a plan of its own: one whole fit, unscored."""
+    rows, cols = box.slices()
+    observation = plan.observation
+    y = observation.y[..., rows, cols].clone()
+    picture = Picture(plan.picture.pixels[rows, cols], None, plan.picture.bit_depth, plan.picture.mode, None)
+    return dataclasses.replace(
+        plan, picture=picture, observation=Observation(y, observation.operator.crop(box)), reference=None,
+        layout=None, keep_known=False,
+    )  # fmt: skip
+
+
+def solve_split(
+    plan: Plan,
+    *,
+    observe: Callable[[Step], None] | None = None,
+    interrupt: threading.Event | None = None,
+    on_region: Callable[[int, int, Box], None] | None = None,
+    share: tuple[int, int] = (0, 1),
+    gather: Callable[[dict], dict] | None = None,
+) -> Restoration | None:
+    """Fits a plan split into tiles or windows (see dip.layout), each box its own fit with its own automatic stop
+    and the plan's seed, boxes of one size ``at_once`` together, and puts them back: tiles crossfaded, windows
+    pasted into the input. ``on_region(done, total, box)`` is called as each group of boxes of box's size starts.
+
+    ``share`` (rank, world): fit every world-th box from the rank-th only; ``gather`` then takes this process's
+    {index: (image, record)} and returns everyone's on rank 0 (None elsewhere, which then returns None).
+    Interrupted, the boxes not fitted keep the input: the image is whole, and says so in its record."""
+    layout, factor = plan.layout, plan.observation.operator.factor
+    rank, world = share
+    mine = list(range(len(layout.boxes)))[rank::world]
+    fitted: dict[int, tuple[np.ndarray, dict]] = {}
+    started = time.perf_counter()
+    done = 0
+    for members in groups(layout, mine):
+        if interrupt is not None and interrupt.is_set():
+            break
+        if on_region is not None:
+            on_region(done, len(mine), layout.boxes[members[0]])
+        parts = [region_plan(plan, layout.boxes[index]) for index in members]
+        if len(parts) == 1:
+            runs = [_solve_one(parts[0], observe, interrupt, None, None, 0, False, 10)]
+        else:
+            first = None if observe is None else (lambda k, step: observe(step) if k == 0 else None)
+            runs = solve_together(parts, observe=first, interrupt=interrupt)
+        for index, run in zip(members, runs, strict=True):
+            result = run.result
+            fitted[index] = (result.image[0].numpy(), {
+                "box": layout.boxes[index].scaled(factor).record(),
+                "best_iteration": result.best_iteration,
+                "stopped_at": result.iterations,
+                "stop_reason": result.stop_reason,
+                "returned": result.returned,
+                "seconds": round(result.seconds, 3),
+                "rollbacks": result.rollbacks,
+                "final_loss": result.final_loss,
+            })  # fmt: skip
+        done += len(members)
+    if gather is not None:
+        fitted = gather(fitted)
+        if fitted is None:
+            return None
+    restoration = _assembled(plan, fitted, time.perf_counter() - started)
+    if world > 1:
+        restoration.split["processes"] = world
+    return restoration
+
+
+def _assembled(plan: Plan, fitted: dict[int, tuple[np.ndarray, dict]], seconds: float) -> Restoration:
+    layout, factor = plan.layout, plan.observation.operator.factor
+    base = np.ascontiguousarray(plan.shown_input().transpose(2, 0, 1))
+    blend = Blend(base, ramp=layout.overlap)
+    order = sorted(fitted)
+    boxes = [layout.boxes[index].scaled(factor) for index in order]
+    for index, box in zip(order, boxes, strict=True):
+        blend.add(box, fitted[index][0])
+    image = torch.from_numpy(blend.image())[None]
+    records = [{"index": index, **fitted[index][1]} for index in order]
+    pairs = seams(boxes, [fitted[index][0] for index in order]) if layout.kind == "tiles" else []
+    for pair in pairs:
+        pair["boxes"] = [order[k] for k in pair["boxes"]]
+    reasons = {record["stop_reason"] for record in records}
+    interrupted = len(fitted) < len(layout.boxes) or "interrupted" in reasons
+    iterations = [record["best_iteration"] for record in records] or [0]
+    noun = "tiles crossfaded" if layout.kind == "tiles" else "windows pasted into the input"
+    result = FitResult(
+        image=image,
+        returned=f"{len(fitted)} of {len(layout.boxes)} {noun} (iterates {min(iterations)}-{max(iterations)})",
+        best_iteration=max(iterations),
+        iterations=max([record["stopped_at"] for record in records] or [0]),
+        stop_reason="interrupted" if interrupted else reasons.pop() if len(reasons) == 1 else "per " + layout.kind[:-1],
+        rollbacks=sum(record["rollbacks"] for record in records),
+        seconds=seconds,
+        final_loss=float(np.mean([record["final_loss"] for record in records])) if records else float("nan"),
+    )
+    result = _with_known(plan, result)
+    split = {
+        **layout.record(factor),
+        "fitted": len(fitted),
+        "regions": records,
+        **({"seams": _seam_summary(pairs)} if layout.kind == "tiles" else {}),
+    }
+    metrics = {}
+    if plan.reference is not None:
+        clean, shown = plan.reference.pixels, plan.shown_input()
+        metrics = {"psnr": psnr(result.image, clean), "ssim": ssim(result.image, clean),
+                   "input_psnr": psnr(shown, clean), "input_ssim": ssim(shown, clean)}  # fmt: skip
+    return Restoration(
+        plan.picture.with_pixels(result.image), result, plan.task, plan.preset, plan.seed, plan.device, metrics,
+        operator=plan.observation.operator, split=split, keep_known=plan.keep_known,
+    )  # fmt: skip
+
+
+def _seam_summary(pairs: list[dict]) -> dict:
+    """Neighbours' disagreement where they overlap, before the crossfade: over all overlaps (RMS of the pairs'
+    RMS) and the worst pixel, and each pair."""
+    if not pairs:
+        return {"rms": 0.0, "max": 0.0, "pairs": []}
+    rms = float(np.sqrt(np.mean([pair["rms"] ** 2 for pair in pairs])))
+    return {"rms": round(rms, 5), "max": max(pair["max"] for pair in pairs), "pairs": pairs}
 
 
 def checkpoint_path(output: Path) -> Path:

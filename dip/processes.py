@@ -48,3 +48,29 @@ def gather_records(group, shard: Shard, records: list[dict], output_dir: Path) -
     group.barrier()
     group.destroy_process_group()
     return [record for share in everyone for record in share]
+
+
+def agreed(group, value):
+    """Rank 0's ``value`` on every process: a decision (an image's layout, from free memory that differs between
+    processes) that all must share."""
+    if group is None:
+        return value
+    box = [value]
+    group.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gathering(group, shard: Shard):
+    """A ``gather`` for dip.pipeline.solve_split: each process's fitted boxes, all of them on rank 0 (None on the
+    others). Being collective, it is also the barrier after which rank 0 blends."""
+    if group is None:
+        return None
+
+    def gather(fitted: dict) -> dict | None:
+        everyone = [None] * shard.world if shard.rank == 0 else None
+        group.gather_object(fitted, everyone, dst=0)
+        if shard.rank != 0:
+            return None
+        return {index: value for share in everyone for index, value in share.items()}
+
+    return gather

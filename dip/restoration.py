@@ -34,12 +34,15 @@ class Restoration:
     restarts: list[Restoration] = field(default_factory=list, repr=False)  # the fits averaged, when several
     restarts_at_once: bool = False  # fitted together as one stacked net (equal to in turn up to rounding)
     operator: Operator | None = field(default=None, repr=False)
+    split: dict | None = field(default=None, repr=False)  # tiles or windows: the layout and every box's fit
+    keep_known: bool = False  # the observed pixels are the input's own (inpainting)
 
     def record(self) -> dict:
         """Everything needed to reproduce and judge the run, as plain JSON-able values."""
         return {
             "task": self.task.value,
             **({} if self.operator is None else self.operator.record()),
+            **({"keep_known": self.keep_known} if self.task is Task.inpaint else {}),
             "iterations": self.result.iterations,
             "stopped_at": self.result.iterations,
             "stop_reason": self.result.stop_reason,
@@ -59,6 +62,7 @@ class Restoration:
             "versions": {"dip": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "threads": torch.get_num_threads(),
             **({"snapshot_dir": str(self.snapshot_dir)} if self.snapshot_dir is not None else {}),
+            **({"split": self.split} if self.split is not None else {}),
             **(
                 {"restarts": [_restart_record(r) for r in self.restarts], "restarts_at_once": self.restarts_at_once}
                 if self.restarts

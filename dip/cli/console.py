@@ -9,7 +9,7 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 class _Bars:
     """Rich progress bars on stderr, fed by the fit's observer hook; silent when stderr is not a terminal."""
 
-    def __init__(self, *columns: str, enabled: bool) -> None:
+    def __init__(self, *columns: str, enabled: bool, remaining: bool = True) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -19,7 +19,7 @@ class _Bars:
             BarColumn(),
             MofNCompleteColumn(),
             *(TextColumn(column) for column in columns[1:]),
-            TimeRemainingColumn(),
+            *([TimeRemainingColumn()] if remaining else []),
             console=console,
             transient=True,
             disable=not (enabled and console.is_terminal),
@@ -34,20 +34,73 @@ class _Bars:
 
 
 class FitProgress(_Bars):
-    """One bar for one fit, with the loss and the speed."""
+    """One bar for one fit, with the loss and the speed; for an image fitted in tiles or windows, one bar over
+    every fit's steps, with the box being fitted and the time left for the whole image.
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        super().__init__("[bold]fitting", "loss {task.fields[loss]}", "{task.fields[rate]} it/s", enabled=enabled)
-        self.task = self.progress.add_task("fit", total=total, loss="-", rate="-")
+    ``on_rate(seconds)`` is called once, when the first fit's seconds a step are known (after its warm-up): what
+    the run's estimate is made from.
+    """
+
+    WARMUP, TIMED = 3, 7  # steps: the first ones set up kernels and memory and are not what the rest cost
+
+    def __init__(self, steps: int, enabled: bool, *, areas=(1,), at_once: int = 1, noun: str = "", on_rate=None):
+        """``areas``: of the boxes in the order they are fitted, ``at_once`` of one size at a time."""
+        fits = len(areas)
+        super().__init__(
+            "[bold]{task.description}", "loss {task.fields[loss]}", "{task.fields[rate]}",
+            enabled=enabled, remaining=fits == 1,
+        )  # fmt: skip
+        self.steps, self.areas, self.at_once, self.noun, self.on_rate = steps, list(areas), at_once, noun, on_rate
+        self.task = self.progress.add_task("fitting", total=steps * fits, loss="-", rate="-")
+        self.done = 0  # boxes whose fits have ended
+        self.work_done = self.seconds_done = 0.0  # pixels x steps of those fits, and the seconds they took
+        self.fit_started: float | None = None
+        self.iteration = 0
+        self.stamps: list[float] = []
+
+    def start_region(self, done: int, total: int, box) -> None:
+        import time
+
+        now = time.perf_counter()
+        if self.fit_started is not None:
+            self.work_done += self._group_area() * self.iteration
+            self.seconds_done += now - self.fit_started
+        self.fit_started, self.done, self.iteration = now, done, 0
+        self.progress.update(self.task, description=f"{self.noun} {done + 1}/{total}", completed=done * self.steps)
+
+    def _group_area(self) -> int:
+        return sum(self.areas[self.done : self.done + self.at_once])
 
     def __call__(self, step) -> None:
+        import time
+
+        now = time.perf_counter()
+        if len(self.stamps) <= self.WARMUP + self.TIMED:
+            self.stamps.append(now)
+            if len(self.stamps) == self.WARMUP + self.TIMED + 1 and self.on_rate is not None:
+                self.on_rate((self.stamps[-1] - self.stamps[self.WARMUP]) / self.TIMED, self.areas[self.done])
+        self.iteration = step.iteration
         speed = self.progress.tasks[0].speed
-        self.progress.update(
-            self.task,
-            completed=step.iteration,
-            loss=f"{step.loss:.2e}",
-            rate=f"{speed:.1f}" if speed else "-",
-        )
+        rate = f"{speed:.1f} it/s" if speed else "- it/s"
+        if len(self.areas) > 1:
+            rate += f" · {self._left(now)} left"
+        self.progress.update(self.task, completed=self.done * self.steps + step.iteration, loss=f"{step.loss:.2e}",
+                             rate=rate)  # fmt: skip
+
+    def _left(self, now: float) -> str:
+        """Time left for the image: the remaining fits to their caps at the speed per pixel and step so far."""
+        from ..estimates import duration
+
+        current = self._group_area()
+        work = self.work_done + current * self.iteration
+        seconds = self.seconds_done + now - self.fit_started
+        if work <= 0 or seconds <= 0:
+            return "-"
+        remaining = current * (self.steps - self.iteration) + self.steps * sum(self.areas[self.done + self.at_once :])
+        return duration(seconds / work * remaining)
+
+    def say(self, line: str) -> None:
+        self.progress.console.print(line, highlight=False, soft_wrap=True)
 
 
 class FolderProgress(_Bars):

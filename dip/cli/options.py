@@ -60,6 +60,25 @@ RestartsAtOnceOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+TileOption = Annotated[
+    str,
+    typer.Option(
+        help="auto (whole if it fits the device's memory, tiles otherwise) | N (tiles of N output pixels; for "
+        "inpainting, windows around the holes of at most N) | 0 (always whole)."
+    ),
+]
+TileOverlapOption = Annotated[
+    int | None, typer.Option(help="Pixels that neighbouring tiles share and crossfade over [32, at most tile/4].")
+]
+KeepKnownOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--keep-known/--no-keep-known",
+        help="Inpainting: the pixels the mask marks as known are the input's own, bit for bit; with "
+        "--no-keep-known the net's image everywhere (and the whole image is fitted) [on for inpainting].",
+        show_default=False,
+    ),
+]
 
 # The fit's overrides, handed to a command as one Overrides value (see takes_overrides), in --help's order.
 _OVERRIDES = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from .options import (
     BlurOption,
     DeviceOption,
     JsonOption,
+    KeepKnownOption,
     MaskInvertOption,
     PresetOption,
     RestartsAtOnceOption,
@@ -21,6 +23,8 @@ from .options import (
     ScaleOption,
     SnapshotsOption,
     TaskOption,
+    TileOption,
+    TileOverlapOption,
     check_output,
     emit,
     existing_file,
@@ -60,6 +64,16 @@ def restore(
     ] = False,
     restarts: RestartsOption = 1,
     restarts_at_once: RestartsAtOnceOption = None,
+    tile: TileOption = "auto",
+    tile_overlap: TileOverlapOption = None,
+    keep_known: KeepKnownOption = None,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Say what the run would do (layout, memory, time from a few timed steps) and exit; writes nothing.",
+        ),
+    ] = False,
     checkpoint_every: Annotated[
         int | None,
         typer.Option(help="Save the whole state of the fit to <output>.ckpt every N steps (and on interrupt)."),
@@ -84,27 +98,62 @@ def restore(
     if snapshots is None and snapshot_dir is not None:
         raise UsageError("--snapshot-dir needs --snapshots SPEC (e.g. log:12)")
 
-    from ..pipeline import checkpoint_path, prepare, solve, write
+    from ..layout import parse_tile
+    from ..pipeline import checkpoint_path, prepare, solve, solve_split, write
 
     output = output if output is not None else input.with_name(f"{input.stem}.restored.png")
     checkpoint = checkpoint_path(output)
-    if resume and not checkpoint.is_file():
+    if resume and not checkpoint.is_file() and not estimate:
         raise UsageError(f"nothing to resume: no checkpoint '{checkpoint}' (run with --checkpoint-every N first)")
-    # The output of the run being resumed (written when it was interrupted) is that run's to replace.
-    check_output(output, [p for p in (input, mask, reference) if p is not None], overwrite=overwrite or resume)
+    if not estimate:  # the output of the run being resumed (written when it was interrupted) is that run's
+        check_output(output, [p for p in (input, mask, reference) if p is not None], overwrite=overwrite or resume)
 
+    from ..batch import Shard
+    from ..processes import agreed, device_for, gathering, join_process_group
+
+    # under torchrun the processes share one image's tiles: each fits every world-th, rank 0 blends and writes
+    shard = Shard.from_environment()
+    device = device_for(device, shard)
     # Everything the command line can get wrong is checked before the (long) fit starts.
+    one_fit = bool(snapshots or wants_pictures or checkpoint_every or resume or restarts > 1)
     plan = prepare(input, task=task, mask=mask, mask_invert=mask_invert, preset=preset, overrides=overrides,
-                   device=device, reference=reference, seed=seed, scale=scale, blur=blur)  # fmt: skip
+                   device=device, reference=reference, seed=seed, scale=scale, blur=blur, tile=parse_tile(tile),
+                   tile_overlap=tile_overlap, keep_known=keep_known, prefer_whole=one_fit)  # fmt: skip
+    group = None if estimate else join_process_group(shard)
+    plan = dataclasses.replace(plan, layout=agreed(group, plan.layout))
+    if group is not None and not plan.split:
+        if shard.rank != 0:
+            return  # one fit: rank 0's
+        typer.echo(f"one fit of the whole image: the other {shard.world - 1} process(es) have nothing to do", err=True)
+    if estimate:
+        from ..estimates import estimate_run
+
+        found = estimate_run(plan)
+        emit(found.record(), as_json, found.line())
+        return
     snapshot_plan, zoom_box = _snapshots(plan, output, snapshots, snapshot_dir, zoom, wants_pictures, report,
                                          overwrite=overwrite, resume=resume)  # fmt: skip
 
-    from .console import FitProgress, Signals
+    from .console import Signals
 
-    with Signals() as signals, FitProgress(plan.preset.fit.iterations, enabled=not quiet) as progress:
+    if group is not None and plan.split:
+        with Signals() as signals, _progress(plan, quiet or shard.rank != 0) as progress:
+            restoration = solve_split(plan, observe=progress, interrupt=signals.event, on_region=progress.start_region,
+                                      share=(shard.rank, shard.world), gather=gathering(group, shard))  # fmt: skip
+        group.destroy_process_group()
+        if restoration is None:
+            return
+        record = write(plan, restoration, output, inputs={"input": input, "mask": mask, "reference": reference})
+        emit(record, as_json, _summary(restoration, record, input, output, checkpoint))
+        if signals.code is not None:
+            raise typer.Exit(signals.code)
+        return
+
+    with Signals() as signals, _progress(plan, quiet) as progress:
         restoration = solve(
             plan,
             observe=progress,
+            on_region=progress.start_region,
             interrupt=signals.event,
             snapshots=snapshot_plan,
             checkpoint=checkpoint if checkpoint_every or resume else None,
@@ -118,6 +167,32 @@ def restore(
     emit(record, as_json, _summary(restoration, record, input, output, checkpoint))
     if signals.code is not None:
         raise typer.Exit(signals.code)
+
+
+def _progress(plan, quiet: bool):
+    """The run's progress bar; when the run is split, it first says so, and it gives the run's estimate once the
+    first steps are timed, if the run should take more than a few minutes."""
+    from ..estimates import WORTH_SAYING_SECONDS, estimate_run
+    from ..layout import groups
+    from .console import FitProgress
+
+    layout, factor = plan.layout, plan.observation.operator.factor
+    order = [index for group in groups(layout, list(range(len(layout.boxes)))) for index in group]
+    largest = max(box.area for box in layout.boxes)
+
+    def said(seconds_per_step: float, area: int) -> None:
+        found = estimate_run(plan, seconds_per_step * largest / area)
+        if found.seconds > WORTH_SAYING_SECONDS:
+            progress.say(f"expected: {found.line()}")
+
+    noun = {"tiles": "tile", "windows": "window"}.get(layout.kind, "")
+    progress = FitProgress(plan.preset.fit.iterations, enabled=not quiet, noun=noun, at_once=layout.at_once,
+                           areas=[layout.boxes[i].area for i in order] if layout.split else (1,),
+                           on_rate=None if quiet else said)  # fmt: skip
+    if layout.split and not quiet:
+        channels, height, width = plan.observation.restored_shape
+        progress.say(f"{width}x{height}: fitting {layout.describe(factor)} ({layout.reason})")
+    return progress
 
 
 def _check_inputs(input: Path, mask: Path | None, reference: Path | None) -> None:
@@ -154,11 +229,16 @@ def _snapshots(plan, output: Path, spec, folder, zoom, wants_pictures: bool, rep
 
 def _summary(restoration, record: dict, input: Path, output: Path, checkpoint: Path) -> str:
     result = restoration.result
-    line = f"{input} -> {output}: {record['task']}, iterate {result.best_iteration} of {result.iterations}"
+    if restoration.split is not None:
+        line = f"{input} -> {output}: {record['task']}, {result.returned}"
+    else:
+        line = f"{input} -> {output}: {record['task']}, iterate {result.best_iteration} of {result.iterations}"
     line += f" ({result.stop_reason}) in {result.seconds:.1f} s on {record['device']}"
     if restoration.metrics:
         line += f", PSNR {restoration.metrics['input_psnr']:.2f} -> {restoration.metrics['psnr']:.2f} dB"
-    if result.stop_reason == "interrupted":
+    if result.stop_reason == "interrupted" and restoration.split is not None:
+        line += " (interrupted: wrote the image with the input where no fit had ended)"
+    elif result.stop_reason == "interrupted":
         line += " (interrupted: wrote the image so far"
         line += "; resume with --resume)" if checkpoint.exists() else ")"
     elif result.stop_reason == "diverged":
