@@ -90,7 +90,7 @@ def overlap(args) -> None:
     for name in args.images.split(","):
         clean = load(name, args.size)
         noisy = add_gaussian_noise(clean, 25, np.random.default_rng(0))
-        fixed = Overrides(iterations=args.iters, stop="off")
+        fixed = Overrides(iterations=args.iters, stop=args.stop)
         whole, seconds = run(prepare(picture(noisy), task="denoise", preset="light", overrides=fixed, tile=0))
         base = psnr(whole.result.image, clean)
         print(json.dumps({"image": name, "size": args.size, "fit": "whole", "psnr": round(base, 3),

@@ -287,6 +287,9 @@ class FolderSettings:
     parallel: int = 1  # images of one size fitted at once
     scale: int | None = None  # super-resolution by this factor
     blur: str | None = None  # the known blur of every image (dip.operators.blur_kernel)
+    tile: int | str = "auto"  # see dip.layout: whole, tiles or windows, per image
+    tile_overlap: int | None = None
+    keep_known: bool | None = None  # inpainting: the known pixels are the input's own
 
 
 class FolderProgress(Protocol):
@@ -340,9 +343,12 @@ class FolderRun:
         from .pipeline import prepare
 
         s = self.settings
+        # snapshots and restarts need one fit per image, and images fitted together are fitted whole
+        one_fit = s.snapshots is not None or s.restarts > 1 or s.parallel > 1
         return prepare(job.source, task=s.task, mask=job.mask, mask_invert=s.mask_invert, preset=s.preset,
                        overrides=s.overrides, device=self.device, reference=job.reference, seed=job.seed,
-                       scale=s.scale, blur=s.blur)  # fmt: skip
+                       scale=s.scale, blur=s.blur, tile=s.tile, tile_overlap=s.tile_overlap, keep_known=s.keep_known,
+                       prefer_whole=one_fit)  # fmt: skip
 
     def _start(self, name: str, steps: int) -> None:
         if self.progress is not None:
@@ -367,7 +373,7 @@ class FolderRun:
 
     def restore_many(self, chunk: list[Job]) -> list[dict | Exception]:
         """Up to ``parallel`` images: those of one task, size, channel count and preset are fitted together."""
-        from .pipeline import solve_together
+        from .pipeline import solve, solve_together
 
         if self.interrupt.is_set():
             raise Abandoned
@@ -379,7 +385,9 @@ class FolderRun:
             except DipError as error:
                 outcomes[job.name] = error
                 continue
-            groups.setdefault((plan.task, plan.picture.pixels.shape, plan.preset), []).append((job, plan))
+            # an image too large to fit whole is fitted alone, in its tiles
+            key = ("split", job.name) if plan.split else (plan.task, plan.picture.pixels.shape, plan.preset)
+            groups.setdefault(key, []).append((job, plan))
         progress = self.progress
 
         def first_only(k: int, step) -> None:  # one bar for the group: its first image's steps
@@ -390,11 +398,14 @@ class FolderRun:
             first_job, first_plan = members[0]
             self._start(f"{len(members)} x {first_job.name}", first_plan.preset.fit.iterations)
             try:
-                restorations = solve_together(
-                    [plan for _, plan in members],
-                    observe=None if progress is None else first_only,
-                    interrupt=self.interrupt,
-                )
+                if first_plan.split:
+                    restorations = [solve(first_plan, observe=progress, interrupt=self.interrupt)]
+                else:
+                    restorations = solve_together(
+                        [plan for _, plan in members],
+                        observe=None if progress is None else first_only,
+                        interrupt=self.interrupt,
+                    )
             except Exception as error:  # the group's failure is each of its images' failure
                 outcomes.update({job.name: error for job, _ in members})
                 continue

@@ -12,9 +12,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from . import memory
 from .config import Preset, Task
 from .errors import DeviceError, UsageError
-from .memory import available_bytes, check_fits, estimate, out_of_memory_message
+from .memory import check_fits, estimate, out_of_memory_message
 from .operators import Operator
 from .tiles import Box, hole_windows, tile_boxes
 
@@ -90,7 +91,7 @@ def parse_tile(value: str | int | None) -> int | str:
 
 
 def _fits(preset: Preset, device: torch.device, height: int, width: int, channels: int, count: int = 1) -> bool:
-    free = available_bytes(device)
+    free = memory.available_bytes(device)
     return free is None or count * estimate(preset, height, width, channels, device.type).total <= MEMORY_SHARE * free
 
 
@@ -115,10 +116,12 @@ def choose_layout(
     restored = (height * factor, width * factor)
     if overlap is not None and overlap < 0:
         raise UsageError(f"--tile-overlap must be 0 or more pixels, not {overlap}")
-    whole = Layout("whole", (Box(0, 0, height, width),), reason="")
+    def whole(reason: str) -> Layout:
+        check_fits(preset, task, device, *restored, channels)  # the refusal, naming smaller options
+        return Layout("whole", (Box(0, 0, height, width),), reason=reason)
+
     if tile == 0:
-        check_fits(preset, task, device, *restored, channels)
-        return replace(whole, reason="--tile 0")
+        return whole("--tile 0")
     whole_fits = _fits(preset, device, *restored, channels)
     if task is Task.inpaint and keep_known:
         cap = WINDOW_SIZE if tile == "auto" else int(tile)
@@ -127,15 +130,15 @@ def choose_layout(
         boxes = hole_windows(operator.known[0, 0].cpu().numpy() > 0, WINDOW_MARGIN, cap)
         covered = sum(box.area for box in boxes) / (height * width)
         if tile == "auto" and whole_fits and (prefer_whole or not boxes or covered >= WINDOWS_WORTH_IT):
-            return replace(whole, reason="fits in memory" + ("; windows would cover most of it" if boxes else ""))
+            return whole("fits in memory" + ("; windows would cover most of it" if boxes else ""))
         if not boxes:
-            return replace(whole, reason="no holes")
+            return whole("no holes")
         reason = f"holes cover {covered:.0%} of it with their margins"
         layout = Layout("windows", tuple(boxes), cap, 2 * WINDOW_MARGIN, reason=reason)
         return _checked(layout, preset, task, device, channels, factor)
     if tile == "auto":
         if whole_fits:
-            return replace(whole, reason="fits in memory")
+            return whole("fits in memory")
         tile, reason = _largest_tile(preset, device, channels), "the whole image does not fit in memory"
     else:
         reason = f"--tile {tile}"
@@ -148,7 +151,7 @@ def choose_layout(
     grid = JPEG_GRID if task is Task.jpeg else 1
     boxes = tile_boxes(height, width, observed_tile, observed_overlap, grid)
     if len(boxes) == 1:
-        return replace(whole, reason=f"{reason}; one tile covers the image")
+        return whole(f"{reason}; one tile covers the image")
     layout = Layout("tiles", tuple(boxes), tile, observed_overlap * factor, reason=reason)
     return _checked(layout, preset, task, device, channels, factor)
 
@@ -170,7 +173,7 @@ def _checked(layout: Layout, preset: Preset, task, device: torch.device, channel
     its largest box fits."""
     largest = max(layout.boxes, key=lambda box: box.area).scaled(factor)
     needed = estimate(preset, *largest.size, channels, device.type).total
-    free = available_bytes(device)
+    free = memory.available_bytes(device)
     if free is not None and needed > free:
         message = out_of_memory_message(preset, task, device, *largest.size, channels, needed, free)
         raise DeviceError(f"one {layout.kind[:-1]}: {message}")

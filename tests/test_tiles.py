@@ -124,8 +124,7 @@ def test_the_layout_tiles_only_what_does_not_fit_and_keeps_the_jpeg_grid(monkeyp
     one_tile, whole = (dip.memory.estimate(_preset(), size, size, 3).total for size in (64, 400))
     free = int(one_tile / dip.layout.MEMORY_SHARE) + 1
     assert whole > free
-    for module in (dip.layout, dip.memory):
-        monkeypatch.setattr(module, "available_bytes", lambda device: free)
+    monkeypatch.setattr(dip.memory, "available_bytes", lambda device: free)
     monkeypatch.setattr(dip.layout, "CPU_TILE", 64)
     plan = prepare(large, preset=_preset())
     assert plan.layout.kind == "tiles" and "does not fit" in plan.layout.reason
@@ -146,8 +145,8 @@ def test_a_tile_as_large_as_the_image_gives_the_untiled_result():
 
 def test_tiled_denoising_records_every_tile_and_its_seams(capsys, tmp_path):
     write_image(tmp_path / "in.png", _picture(small_image(72)))
-    code, out, err = run(capsys, "restore", tmp_path / "in.png", "-o", tmp_path / "out.png", "--iters", "12",
-                         "--stop", "off", "--preset", "light", "--tile", "40", "--tile-overlap", "8", "--json")  # fmt: skip
+    options = ["--iters", "12", "--stop", "off", "--preset", "light", "--tile", "40", "--tile-overlap", "8", "--json"]
+    code, out, err = run(capsys, "restore", tmp_path / "in.png", "-o", tmp_path / "out.png", *options)
     assert code == 0, err
     assert "72x72: fitting 4 tiles of up to 40x40 (--tile 40)" in err
     record = json.loads(out)

@@ -14,6 +14,7 @@ from .options import (
     AnimateOption,
     BlurOption,
     DeviceOption,
+    KeepKnownOption,
     MaskInvertOption,
     PresetOption,
     RestartsAtOnceOption,
@@ -21,6 +22,8 @@ from .options import (
     ScaleOption,
     SnapshotsOption,
     TaskOption,
+    TileOption,
+    TileOverlapOption,
     check_output,
     emit,
     takes_overrides,
@@ -60,6 +63,9 @@ def batch(
     animate: AnimateOption = False,
     restarts: RestartsOption = 1,
     restarts_at_once: RestartsAtOnceOption = None,
+    tile: TileOption = "auto",
+    tile_overlap: TileOverlapOption = None,
+    keep_known: KeepKnownOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images that are already done.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first image that fails.")] = False,
     parallel: Annotated[
@@ -79,6 +85,9 @@ def batch(
         return
     _refuse_impossible(input_dir, output_dir, snapshots=snapshots, animate=animate, parallel=parallel,
                        restarts=restarts)  # fmt: skip
+    from ..layout import parse_tile
+
+    tile_size = parse_tile(tile)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     from ..batch import FolderSettings, Shard, discover
@@ -95,7 +104,7 @@ def batch(
         for path in found.masks:
             typer.echo(f"dip: mask, not an input: {path.as_posix()}", err=True)
     settings = FolderSettings(task, mask_invert, preset, overrides, snapshots, animate, restarts, restarts_at_once,
-                              parallel, scale, blur)  # fmt: skip
+                              parallel, scale, blur, tile_size, tile_overlap, keep_known)  # fmt: skip
     shard = Shard.from_environment()
     records, seconds = _run(found.jobs, shard, settings, device, output_dir, overwrite, fail_fast, quiet)
 

@@ -122,6 +122,8 @@ def restore(
     group = None if estimate else join_process_group(shard)
     plan = dataclasses.replace(plan, layout=agreed(group, plan.layout))
     if group is not None and not plan.split:
+        group.destroy_process_group()
+        group = None
         if shard.rank != 0:
             return  # one fit: rank 0's
         typer.echo(f"one fit of the whole image: the other {shard.world - 1} process(es) have nothing to do", err=True)
@@ -136,32 +138,26 @@ def restore(
 
     from .console import Signals
 
-    if group is not None and plan.split:
-        with Signals() as signals, _progress(plan, quiet or shard.rank != 0) as progress:
+    with Signals() as signals, _progress(plan, quiet or shard.rank != 0) as progress:
+        if group is not None:
             restoration = solve_split(plan, observe=progress, interrupt=signals.event, on_region=progress.start_region,
                                       share=(shard.rank, shard.world), gather=gathering(group, shard))  # fmt: skip
-        group.destroy_process_group()
-        if restoration is None:
-            return
-        record = write(plan, restoration, output, inputs={"input": input, "mask": mask, "reference": reference})
-        emit(record, as_json, _summary(restoration, record, input, output, checkpoint))
-        if signals.code is not None:
-            raise typer.Exit(signals.code)
-        return
-
-    with Signals() as signals, _progress(plan, quiet) as progress:
-        restoration = solve(
-            plan,
-            observe=progress,
-            on_region=progress.start_region,
-            interrupt=signals.event,
-            snapshots=snapshot_plan,
-            checkpoint=checkpoint if checkpoint_every or resume else None,
-            checkpoint_every=checkpoint_every or 0,
-            resume=resume,
-            restarts=restarts,
-            restarts_at_once=restarts_at_once,
-        )
+            group.destroy_process_group()
+            if restoration is None:
+                return  # rank 0 blends and writes
+        else:
+            restoration = solve(
+                plan,
+                observe=progress,
+                on_region=progress.start_region,
+                interrupt=signals.event,
+                snapshots=snapshot_plan,
+                checkpoint=checkpoint if checkpoint_every or resume else None,
+                checkpoint_every=checkpoint_every or 0,
+                resume=resume,
+                restarts=restarts,
+                restarts_at_once=restarts_at_once,
+            )
         inputs = {"input": input, "mask": mask, "reference": reference}
         record = write(plan, restoration, output, inputs=inputs, zoom=zoom_box, animate=animate, report=report)
     emit(record, as_json, _summary(restoration, record, input, output, checkpoint))
@@ -187,7 +183,7 @@ def _progress(plan, quiet: bool):
 
     noun = {"tiles": "tile", "windows": "window"}.get(layout.kind, "")
     progress = FitProgress(plan.preset.fit.iterations, enabled=not quiet, noun=noun, at_once=layout.at_once,
-                           areas=[layout.boxes[i].area for i in order] if layout.split else (1,),
+                           areas=[layout.boxes[i].area for i in order],
                            on_rate=None if quiet else said)  # fmt: skip
     if layout.split and not quiet:
         channels, height, width = plan.observation.restored_shape
