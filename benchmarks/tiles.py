@@ -66,14 +66,17 @@ def load(name: str, size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255
 
 
-def scratch(height: int, width: int, seed: int, length: float = 0.7, thickness: int = 4) -> np.ndarray:
+def scratch(height: int, width: int, seed: int, length: float = 0.7, thickness: int = 4, bend: float | None = None):
     """A known-pixel mask (True = known) with one curved scratch of ``thickness`` pixels across ``length`` of the
-    image's width, as a fold or a scratch on a print would be."""
+    image's width, as a fold or a scratch on a print would be; it bends up and down by 5-12 % of the height, or by
+    ``bend`` times its length."""
     rng = np.random.default_rng(seed)
     known = np.ones((height, width), bool)
     start = rng.uniform(0.1, 0.2) * width
     xs = np.arange(int(start), int(start + length * width))
     phase, amplitude = rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.12) * height
+    if bend is not None:
+        amplitude = bend * length * width
     ys = height * rng.uniform(0.35, 0.65) + amplitude * np.sin(phase + 3 * np.pi * (xs - start) / (length * width))
     for x, y in zip(xs, ys.astype(int), strict=True):
         known[max(0, y - thickness // 2) : y + (thickness + 1) // 2, x] = False
@@ -194,7 +197,8 @@ def large(args) -> None:
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     clean = mosaic(args.width, args.height)
-    known = scratch(args.height, args.width, seed=3, length=args.length, thickness=args.thickness)
+    known = scratch(args.height, args.width, seed=3, length=args.length / args.width, thickness=args.thickness,
+                    bend=0.1)
     damaged = np.where(known[..., None], clean, 1.0)
     write_image(folder / "photo.png", picture(clean))
     write_image(folder / "scratched.png", picture(damaged))
@@ -248,7 +252,7 @@ def main() -> None:
     parser.add_argument("--megapixels", type=float, default=4)
     parser.add_argument("--width", type=int, default=4000)
     parser.add_argument("--height", type=int, default=3000)
-    parser.add_argument("--length", type=float, default=0.25)
+    parser.add_argument("--length", type=int, default=300, help="large: the scratch's length in pixels")
     parser.add_argument("--thickness", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="out/tiles")

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from .config import Overrides, Task
 from .layout import groups, needed_bytes
 from .memory import GiB, available_bytes
-from .pipeline import Plan, region_plan, solve, solve_together
+from .pipeline import Plan, solve, solve_together
+from .split import region_plan
 
 # Above this, a run says at its start what it expects (README "Large photos").
 WORTH_SAYING_SECONDS = 180

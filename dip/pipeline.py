@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +27,15 @@ from .device import resolve_device
 from .errors import DeviceError, InputError, UsageError
 from .fit import FitResult, Step, fit, fit_parallel
 from .io import Picture, read_image, read_mask, write_image
-from .layout import Layout, choose_layout, groups, parse_tile
+from .layout import Layout, choose_layout, parse_tile
 from .memory import check_fits, out_of_memory_message
-from .metrics import ReferenceTracker, psnr, ssim
+from .metrics import ReferenceTracker
 from .operators import Blur, Downsample, Identity, Mask, Observation, Operator, blur_kernel
 from .report import report_path, write_report, write_sidecar
 from .restoration import Restoration, averaged, restart_seed, scores
 from .snapshots import Snapshot, SnapshotPlan, SnapshotRecorder, make_pictures
 from .stopping import make_detector, noise_variance
-from .tiles import Blend, Box, seams
+from .tiles import Box
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
@@ -242,7 +241,7 @@ def solve(
     on_region: Callable[[int, int, Box], None] | None = None,
 ) -> Restoration:
     """Fits the plan and returns its restoration; see :func:`dip.api.restore` for what each option does.
-    A plan split into tiles or windows goes to :func:`solve_split` (``on_region``: see there).
+    A plan split into tiles or windows goes to :func:`dip.split.solve_split` (``on_region``: see there).
 
     ``restarts`` K > 1 fits K nets from the seeds ``restart_seed(plan.seed, k)`` and returns the mean of their
     images, together as one stacked net (``restarts_at_once``; None: on a GPU) or one after another.
@@ -259,6 +258,8 @@ def solve(
                 f"{plan.layout.describe(plan.observation.operator.factor)} ({plan.layout.reason}); pass --tile 0 "
                 "to fit it whole"
             )
+        from .split import solve_split
+
         return solve_split(plan, observe=observe, interrupt=interrupt, on_region=on_region)
     if restarts == 1:
         return _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every, resume, track_every)
@@ -320,7 +321,7 @@ def _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every
             message = out_of_memory_message(preset, plan.task, plan.device, height, width, channels, None, None)
             raise DeviceError(message) from None
         raise
-    result = _with_known(plan, result)
+    result = with_known(plan, result)
     kept = []
     if recorder is not None:
         kept = recorder.finish(result)
@@ -404,7 +405,7 @@ def solve_together(
         observe=watch,
         interrupt=interrupt,
     )
-    results = [_with_known(plan, result) for plan, result in zip(plans, results, strict=True)]
+    results = [with_known(plan, result) for plan, result in zip(plans, results, strict=True)]
     return [
         Restoration(
             plan.picture.with_pixels(result.image),
@@ -422,135 +423,13 @@ def solve_together(
     ]
 
 
-def _with_known(plan: Plan, result: FitResult) -> FitResult:
+def with_known(plan: Plan, result: FitResult) -> FitResult:
     """The result with the observed pixels the input's own, exactly, where the plan keeps them."""
     if not plan.keep_known:
         return result
     observation = plan.observation
     image = torch.where(observation.operator.known > 0, observation.y, result.image)
     return dataclasses.replace(result, image=image)
-
-
-def region_plan(plan: Plan, box: Box) -> Plan:
-    """The part of a plan in ``box`` (observation pixels) as a plan of its own: one whole fit, unscored."""
-    rows, cols = box.slices()
-    observation = plan.observation
-    y = observation.y[..., rows, cols].clone()
-    picture = Picture(plan.picture.pixels[rows, cols], None, plan.picture.bit_depth, plan.picture.mode, None)
-    return dataclasses.replace(
-        plan, picture=picture, observation=Observation(y, observation.operator.crop(box)), reference=None,
-        layout=None, keep_known=False,
-    )  # fmt: skip
-
-
-def solve_split(
-    plan: Plan,
-    *,
-    observe: Callable[[Step], None] | None = None,
-    interrupt: threading.Event | None = None,
-    on_region: Callable[[int, int, Box], None] | None = None,
-    share: tuple[int, int] = (0, 1),
-    gather: Callable[[dict], dict] | None = None,
-) -> Restoration | None:
-    """Fits a plan split into tiles or windows (see dip.layout), each box its own fit with its own automatic stop
-    and the plan's seed, boxes of one size ``at_once`` together, and puts them back: tiles crossfaded, windows
-    pasted into the input. ``on_region(done, total, box)`` is called as each group of boxes of box's size starts.
-
-    ``share`` (rank, world): fit every world-th box from the rank-th only; ``gather`` then takes this process's
-    {index: (image, record)} and returns everyone's on rank 0 (None elsewhere, which then returns None).
-    Interrupted, the boxes not fitted keep the input: the image is whole, and says so in its record."""
-    layout, factor = plan.layout, plan.observation.operator.factor
-    rank, world = share
-    mine = list(range(len(layout.boxes)))[rank::world]
-    fitted: dict[int, tuple[np.ndarray, dict]] = {}
-    started = time.perf_counter()
-    done = 0
-    for members in groups(layout, mine):
-        if interrupt is not None and interrupt.is_set():
-            break
-        if on_region is not None:
-            on_region(done, len(mine), layout.boxes[members[0]])
-        parts = [region_plan(plan, layout.boxes[index]) for index in members]
-        if len(parts) == 1:
-            runs = [_solve_one(parts[0], observe, interrupt, None, None, 0, False, 10)]
-        else:
-            first = None if observe is None else (lambda k, step: observe(step) if k == 0 else None)
-            runs = solve_together(parts, observe=first, interrupt=interrupt)
-        for index, run in zip(members, runs, strict=True):
-            result = run.result
-            fitted[index] = (result.image[0].numpy(), {
-                "box": layout.boxes[index].scaled(factor).record(),
-                "best_iteration": result.best_iteration,
-                "stopped_at": result.iterations,
-                "stop_reason": result.stop_reason,
-                "returned": result.returned,
-                "seconds": round(result.seconds, 3),
-                "rollbacks": result.rollbacks,
-                "final_loss": result.final_loss,
-            })  # fmt: skip
-        done += len(members)
-    if gather is not None:
-        fitted = gather(fitted)
-        if fitted is None:
-            return None
-    restoration = _assembled(plan, fitted, time.perf_counter() - started)
-    if world > 1:
-        restoration.split["processes"] = world
-    return restoration
-
-
-def _assembled(plan: Plan, fitted: dict[int, tuple[np.ndarray, dict]], seconds: float) -> Restoration:
-    layout, factor = plan.layout, plan.observation.operator.factor
-    base = np.ascontiguousarray(plan.shown_input().transpose(2, 0, 1))
-    blend = Blend(base, ramp=layout.overlap)
-    order = sorted(fitted)
-    boxes = [layout.boxes[index].scaled(factor) for index in order]
-    for index, box in zip(order, boxes, strict=True):
-        blend.add(box, fitted[index][0])
-    image = torch.from_numpy(blend.image())[None]
-    records = [{"index": index, **fitted[index][1]} for index in order]
-    pairs = seams(boxes, [fitted[index][0] for index in order]) if layout.kind == "tiles" else []
-    for pair in pairs:
-        pair["boxes"] = [order[k] for k in pair["boxes"]]
-    reasons = {record["stop_reason"] for record in records}
-    interrupted = len(fitted) < len(layout.boxes) or "interrupted" in reasons
-    iterations = [record["best_iteration"] for record in records] or [0]
-    noun = "tiles crossfaded" if layout.kind == "tiles" else "windows pasted into the input"
-    result = FitResult(
-        image=image,
-        returned=f"{len(fitted)} of {len(layout.boxes)} {noun} (iterates {min(iterations)}-{max(iterations)})",
-        best_iteration=max(iterations),
-        iterations=max([record["stopped_at"] for record in records] or [0]),
-        stop_reason="interrupted" if interrupted else reasons.pop() if len(reasons) == 1 else "per " + layout.kind[:-1],
-        rollbacks=sum(record["rollbacks"] for record in records),
-        seconds=seconds,
-        final_loss=float(np.mean([record["final_loss"] for record in records])) if records else float("nan"),
-    )
-    result = _with_known(plan, result)
-    split = {
-        **layout.record(factor),
-        "fitted": len(fitted),
-        "regions": records,
-        **({"seams": _seam_summary(pairs)} if layout.kind == "tiles" else {}),
-    }
-    metrics = {}
-    if plan.reference is not None:
-        clean, shown = plan.reference.pixels, plan.shown_input()
-        metrics = {"psnr": psnr(result.image, clean), "ssim": ssim(result.image, clean),
-                   "input_psnr": psnr(shown, clean), "input_ssim": ssim(shown, clean)}  # fmt: skip
-    return Restoration(
-        plan.picture.with_pixels(result.image), result, plan.task, plan.preset, plan.seed, plan.device, metrics,
-        operator=plan.observation.operator, split=split, keep_known=plan.keep_known,
-    )  # fmt: skip
-
-
-def _seam_summary(pairs: list[dict]) -> dict:
-    """Neighbours' disagreement where they overlap, before the crossfade: over all overlaps (RMS of the pairs'
-    RMS) and the worst pixel, and each pair."""
-    if not pairs:
-        return {"rms": 0.0, "max": 0.0, "pairs": []}
-    rms = float(np.sqrt(np.mean([pair["rms"] ** 2 for pair in pairs])))
-    return {"rms": round(rms, 5), "max": max(pair["max"] for pair in pairs), "pairs": pairs}
 
 
 def checkpoint_path(output: Path) -> Path:

@@ -21,8 +21,9 @@ from dip.config import FitConfig, NetConfig, Preset, StopConfig
 from dip.errors import UsageError
 from dip.io import Picture, write_image
 from dip.layout import Layout
-from dip.pipeline import prepare, solve, solve_split
+from dip.pipeline import prepare, solve
 from dip.report import sidecar_path
+from dip.split import solve_split
 from dip.tiles import Blend, Box, crossfade, hole_windows, seams, spans, tile_boxes
 
 from conftest import run, small_image
