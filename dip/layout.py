@@ -15,7 +15,7 @@ import torch
 from . import memory
 from .config import Preset, Task
 from .errors import DeviceError, UsageError
-from .memory import check_fits, estimate, out_of_memory_message
+from .memory import GiB, check_fits, estimate, out_of_memory_message
 from .operators import Operator
 from .tiles import Box, hole_windows, tile_boxes
 
@@ -24,7 +24,7 @@ from .tiles import Box, hole_windows, tile_boxes
 DEFAULT_OVERLAP = 32
 # Context kept around every hole, and the largest window, for inpainting only where the holes are (README
 # "Large photos").
-WINDOW_MARGIN = 24
+WINDOW_MARGIN = 16
 WINDOW_SIZE = 128
 # Fitting windows that cover this much of the image costs as much as fitting all of it: then it is fitted whole.
 WINDOWS_WORTH_IT = 0.5
@@ -125,8 +125,6 @@ def choose_layout(
     whole_fits = _fits(preset, device, *restored, channels)
     if task is Task.inpaint and keep_known:
         cap = WINDOW_SIZE if tile == "auto" else int(tile)
-        if tile == "auto" and not whole_fits:
-            cap = _largest_tile(preset, device, channels)
         boxes = hole_windows(operator.known[0, 0].cpu().numpy() > 0, WINDOW_MARGIN, cap)
         covered = sum(box.area for box in boxes) / (height * width)
         if tile == "auto" and whole_fits and (prefer_whole or not boxes or covered >= WINDOWS_WORTH_IT):
@@ -139,7 +137,7 @@ def choose_layout(
     if tile == "auto":
         if whole_fits:
             return whole("fits in memory")
-        tile, reason = _largest_tile(preset, device, channels), "the whole image does not fit in memory"
+        tile, reason = _largest_tile(preset, device, channels), _too_large(preset, device, restored, channels)
     else:
         reason = f"--tile {tile}"
     overlap = min(DEFAULT_OVERLAP, tile // 4) if overlap is None else overlap
@@ -154,6 +152,12 @@ def choose_layout(
         return whole(f"{reason}; one tile covers the image")
     layout = Layout("tiles", tuple(boxes), tile, observed_overlap * factor, reason=reason)
     return _checked(layout, preset, task, device, channels, factor)
+
+
+def _too_large(preset: Preset, device: torch.device, restored: tuple[int, int], channels: int) -> str:
+    needed = estimate(preset, *restored, channels, device.type).total
+    free = memory.available_bytes(device)
+    return f"the whole image does not fit in memory: it needs about {needed / GiB:.1f} GiB, {free / GiB:.1f} free"
 
 
 def operator_reach(operator: Operator) -> int:
