@@ -116,6 +116,7 @@ def choose_layout(
     restored = (height * factor, width * factor)
     if overlap is not None and overlap < 0:
         raise UsageError(f"--tile-overlap must be 0 or more pixels, not {overlap}")
+
     def whole(reason: str) -> Layout:
         check_fits(preset, task, device, *restored, channels)  # the refusal, naming smaller options
         return Layout("whole", (Box(0, 0, height, width),), reason=reason)
@@ -141,12 +142,13 @@ def choose_layout(
     else:
         reason = f"--tile {tile}"
     overlap = min(DEFAULT_OVERLAP, tile // 4) if overlap is None else overlap
-    observed_tile = max(1, tile // factor)
-    # every tile must see its neighbours' pixels the operator reads, a blur kernel's reach
-    observed_overlap = max(math.ceil(overlap / factor), operator_reach(operator))
+    grid = JPEG_GRID if task is Task.jpeg else 1
+    # JPEG tiles hold whole blocks: they start on the codec's grid and span a whole number of blocks
+    observed_tile = max(1, tile // factor) // grid * grid
+    # every tile must see its neighbours' pixels that the operator reads (a blur kernel's reach)
+    observed_overlap = max(math.ceil(overlap / factor), operator.reach)
     if observed_overlap >= observed_tile // 2:
         raise UsageError(f"--tile-overlap {overlap} is too large for --tile {tile}: keep it under half the tile")
-    grid = JPEG_GRID if task is Task.jpeg else 1
     boxes = tile_boxes(height, width, observed_tile, observed_overlap, grid)
     if len(boxes) == 1:
         return whole(f"{reason}; one tile covers the image")
@@ -158,12 +160,6 @@ def _too_large(preset: Preset, device: torch.device, restored: tuple[int, int], 
     needed = estimate(preset, *restored, channels, device.type).total
     free = memory.available_bytes(device)
     return f"the whole image does not fit in memory: it needs about {needed / GiB:.1f} GiB, {free / GiB:.1f} free"
-
-
-def operator_reach(operator: Operator) -> int:
-    """Pixels beyond a tile's edge that the operator's output near the edge depends on."""
-    kernel = getattr(operator, "kernel", None)
-    return 0 if kernel is None else max(kernel.shape) // 2
 
 
 def _largest_tile(preset: Preset, device: torch.device, channels: int) -> int:

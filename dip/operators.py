@@ -53,6 +53,7 @@ class Operator:
         return self
 
     factor = 1  # restored pixels per observed pixel, in each direction
+    reach = 0  # observed pixels beyond a part's edge that its A(x) near the edge depends on (see crop)
 
     def crop(self, box: Box) -> Operator:
         """The operator of the part of the observation in ``box`` (observation pixels), for a fit of that part
@@ -158,6 +159,7 @@ class Downsample(Operator):
     (block centres), reflected at the border; the restored image is ``factor`` times ``y`` in each direction."""
 
     factor: int  # restored pixels per observed pixel, as the base class names it
+    reach = 2  # the Lanczos-2 kernel's support, in low-resolution pixels either side
 
     def __post_init__(self) -> None:
         if self.factor not in SCALES:
@@ -212,6 +214,10 @@ class Blur(Operator):
         from kornia.filters import filter2d
 
         return filter2d(x, self.kernel[None].to(x.dtype), border_type="reflect", behaviour="conv")
+
+    @property
+    def reach(self) -> int:
+        return max(self.kernel.shape) // 2
 
     def check(self, height: int, width: int) -> None:
         kernel_height, kernel_width = self.kernel.shape

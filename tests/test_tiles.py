@@ -119,7 +119,11 @@ def test_the_layout_tiles_only_what_does_not_fit_and_keeps_the_jpeg_grid(monkeyp
     noisy = _picture(small_image(96))
     assert not prepare(noisy, preset=_preset()).split
     plan = prepare(noisy, task="jpeg", preset=_preset(), tile=40, tile_overlap=6)
-    assert plan.layout.kind == "tiles" and all(box.top % 16 == 0 and box.left % 16 == 0 for box in plan.layout.boxes)
+    boxes = plan.layout.boxes
+    assert plan.layout.kind == "tiles" and all(box.top % 16 == 0 and box.left % 16 == 0 for box in boxes)
+    # whole 8x8 blocks of the 16-pixel chroma grid: a tile ends on the grid or at the image's edge
+    assert all(box.bottom % 16 == 0 or box.bottom == 96 for box in boxes)
+    assert all(box.right % 16 == 0 or box.right == 96 for box in boxes)
     # a device with room for a 64-px fit but not for the whole 400-px one: auto tiles, and says why
     large = _picture(np.random.default_rng(0).random((400, 400, 3)).astype(np.float32))
     one_tile, whole = (dip.memory.estimate(_preset(), size, size, 3).total for size in (64, 400))
@@ -308,3 +312,10 @@ def test_tiles_of_one_size_fitted_at_once_give_what_they_give_in_turn():
     # equal up to the order of floating-point sums, which a few steps of Adam carry into the third decimal
     difference = np.abs(at_once.picture.pixels - in_turn.picture.pixels)
     assert difference.max() < 2e-2 and difference.mean() < 1e-3  # tiles mixed up would differ by about 0.1
+
+
+def test_deblurring_tiles_overlap_by_at_least_the_kernel_reach():
+    plan = prepare(_picture(small_image(96)), blur="gaussian:3", preset=_preset(), tile=48, tile_overlap=2)
+    assert plan.layout.kind == "tiles" and plan.layout.overlap == 9  # a 19-pixel kernel reaches 9 either side
+    boxes = plan.layout.boxes
+    assert all(a.intersection(b) is None or min(a.intersection(b).size) >= 9 for a in boxes for b in boxes)
