@@ -60,7 +60,8 @@ class _Track:
         if self.detector is not None:
             self.statistics.append(self.detector.statistic)
         if self.observe is not None:
-            self.observe(step)
+            seen = step if self.detector is None else dataclasses.replace(step, statistic=self.detector.statistic)
+            self.observe(seen)
         return fired
 
     def end(self, cfg: FitConfig, reason: str, seconds: float) -> None:

@@ -29,6 +29,7 @@ class Step:
     average: torch.Tensor | None  # exponential average of the iterates up to this one, if configured
     lr: float
     rollbacks: int  # divergence rollbacks so far
+    statistic: float | None = None  # the stopping detector's, once it has seen this step (what observers get)
 
 
 class Diverged(RuntimeError):

@@ -174,7 +174,7 @@ def _run(jobs, shard, settings, device, output_dir: Path, overwrite: bool, fail_
                 for record in run.run(mine, manifest=shard.manifest(output_dir), overwrite=overwrite,
                                       fail_fast=fail_fast, extra=extra):  # fmt: skip
                     records.append(record)
-                    progress.finish_image()
+                    progress.finish_image(record["status"], record["input"])
         except KeyboardInterrupt:
             done = sum(r["status"] == "done" for r in records)
             typer.echo(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class _Bars:
-    """Rich progress bars on stderr, fed by the fit's observer hook; silent when stderr is not a terminal."""
+    """Rich progress bars on stderr, fed by the fit's observer hook. When stderr is not a terminal (a log file,
+    nohup, a scheduler) there is no bar; ``lines`` is then set, and the subclasses write plain lines instead."""
 
     def __init__(self, *columns: str, enabled: bool, remaining: bool = True) -> None:
         from rich.console import Console
@@ -24,6 +27,10 @@ class _Bars:
             transient=True,
             disable=not (enabled and console.is_terminal),
         )
+        self.lines = enabled and not console.is_terminal
+
+    def say(self, line: str) -> None:
+        self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def __enter__(self):
         self.progress.__enter__()
@@ -42,6 +49,7 @@ class FitProgress(_Bars):
     """
 
     WARMUP, TIMED = 3, 7  # steps: the first ones set up kernels and memory and are not what the rest cost
+    LINE_EVERY_SECONDS = 30  # in a log, a line at least this often, and at every tenth of the steps
 
     def __init__(self, steps: int, enabled: bool, *, areas=(1,), at_once: int = 1, noun: str = "", on_rate=None):
         """``areas``: of the boxes in the order they are fitted, ``at_once`` of one size at a time."""
@@ -57,6 +65,8 @@ class FitProgress(_Bars):
         self.fit_started: float | None = None
         self.iteration = 0
         self.stamps: list[float] = []
+        self.every = max(1, steps // 10)
+        self.last_line = float("-inf")  # the first step gets a line: the fit has started
 
     def start_region(self, done: int, total: int, box) -> None:
         import time
@@ -75,6 +85,8 @@ class FitProgress(_Bars):
         import time
 
         now = time.perf_counter()
+        if self.fit_started is None:
+            self.fit_started = now
         if len(self.stamps) <= self.WARMUP + self.TIMED:
             self.stamps.append(now)
             if len(self.stamps) == self.WARMUP + self.TIMED + 1 and self.on_rate is not None:
@@ -86,6 +98,27 @@ class FitProgress(_Bars):
             rate += f" · {self._left(now)} left"
         self.progress.update(self.task, completed=self.done * self.steps + step.iteration, loss=f"{step.loss:.2e}",
                              rate=rate)  # fmt: skip
+        if self.lines and (step.iteration % self.every == 0 or now - self.last_line >= self.LINE_EVERY_SECONDS):
+            self.last_line = now
+            self.say(self._line(now, step))
+
+    def _line(self, now: float, step) -> str:
+        """``step 300/2000  loss 1.234e-03  statistic 5.67e-05  2.5 it/s  left 11 min``: one line of a log."""
+        from ..estimates import duration
+
+        seconds = now - self.fit_started
+        parts = [f"step {step.iteration}/{self.steps}", f"loss {step.loss:.3e}"]
+        if step.statistic is not None and math.isfinite(step.statistic):
+            parts.append(f"statistic {step.statistic:.3e}")
+        if seconds > 0:
+            parts.append(f"{step.iteration / seconds:.2f} it/s")
+        if len(self.areas) > 1:
+            parts.insert(0, f"{self.noun} {self.done + 1}/{len(self.areas)}")
+            parts.append(f"image left {self._left(now)}")
+        elif seconds > 0:
+            # to the cap: automatic stopping may end sooner
+            parts.append(f"left {duration(seconds / step.iteration * (self.steps - step.iteration))} at most")
+        return "  ".join(parts)
 
     def _left(self, now: float) -> str:
         """Time left for the image: the remaining fits to their caps at the speed per pixel and step so far."""
@@ -99,26 +132,38 @@ class FitProgress(_Bars):
         remaining = current * (self.steps - self.iteration) + self.steps * sum(self.areas[self.done + self.at_once :])
         return duration(seconds / work * remaining)
 
-    def say(self, line: str) -> None:
-        self.progress.console.print(line, highlight=False, soft_wrap=True)
-
 
 class FolderProgress(_Bars):
     """Two bars: images of the folder (with ETA) and steps of the current image."""
 
     def __init__(self, total: int, enabled: bool) -> None:
+        import time
+
         super().__init__("[bold]{task.description}", enabled=enabled)
         self.folder = self.progress.add_task("folder", total=total)
         self.image = self.progress.add_task("image", total=1, visible=False)
+        self.total, self.done, self.name, self.started = total, 0, "", time.perf_counter()
 
     def start_image(self, name: str, steps: int) -> None:
+        self.name = name
         self.progress.reset(self.image, total=steps, description=name[-40:], visible=True)
 
     def __call__(self, step) -> None:
         self.progress.update(self.image, completed=step.iteration)
 
-    def finish_image(self) -> None:
+    def finish_image(self, status: str = "done", name: str | None = None) -> None:
+        """In a log: ``image 3/10 done: scans/a.png  4 min so far, 9 min left`` (or skipped, failed)."""
+        import time
+
+        from ..estimates import duration
+
         self.progress.advance(self.folder)
+        self.done += 1
+        if self.lines:
+            seconds = time.perf_counter() - self.started
+            left = seconds / self.done * (self.total - self.done)
+            timing = f"{duration(seconds)} so far, {duration(left)} left"
+            self.say(f"image {self.done}/{self.total} {status}: {name or self.name}  {timing}")
 
 
 class Signals:
