@@ -19,6 +19,7 @@ from .batch import batch
 from .compare import compare
 from .console import EXIT_INTERRUPTED
 from .degrade import degrade
+from .mask import mask
 from .restore import restore
 
 app = typer.Typer(
@@ -29,7 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts say "[default: ...]"; as Rich markup those brackets would vanish
 )
-for command in (restore, degrade, batch, compare):
+for command in (restore, degrade, batch, compare, mask):
     app.command()(command)
 
 
