@@ -19,6 +19,7 @@ from .batch import batch
 from .compare import compare
 from .console import EXIT_INTERRUPTED
 from .degrade import degrade
+from .doctor import doctor
 from .mask import mask
 from .restore import restore
 
@@ -30,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts say "[default: ...]"; as Rich markup those brackets would vanish
 )
-for command in (restore, degrade, batch, compare, mask):
+for command in (restore, degrade, batch, compare, mask, doctor):
     app.command()(command)
 
 
