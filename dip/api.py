@@ -47,6 +47,9 @@ def restore(
     resume: bool = False,
     restarts: int = 1,
     restarts_at_once: bool | None = None,
+    tile: int | str = "auto",
+    tile_overlap: int | None = None,
+    keep_known: bool | None = None,
 ) -> Restoration:
     """Restores one image. ``mask`` is a bool array (H, W) or an image file, True/white = known pixel.
     ``scale`` N super-resolves (the output is N times the input), ``blur`` (gaussian:SIGMA, motion:LENGTH,ANGLE,
@@ -69,6 +72,11 @@ def restore(
     ``restarts_at_once`` fits them together as one stacked net (dip.parallel) rather than one after another;
     None: together on a GPU, in turn elsewhere (on a 2-core CPU stacking gained nothing). ``observe`` then sees
     the restarts' steps interleaved.
+
+    ``tile``: auto (whole when the fit fits the device's free memory, tiles otherwise; inpainting fits windows
+    around the holes), 0 (always whole) or a tile size in output pixels; ``tile_overlap`` the crossfade's width
+    (see dip.layout). ``keep_known`` (None: for inpainting) makes the known pixels of the output the input's own,
+    bit for bit; False returns the net's image everywhere. A split image's record has ``split``.
     """
     overrides = Overrides(iterations, lr, loss, stop, window, patience, noise_floor)
     plan = prepare(
@@ -83,6 +91,11 @@ def restore(
         seed=seed,
         scale=scale,
         blur=blur,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        keep_known=keep_known,
+        # snapshots, checkpoints and restarts need one fit of the whole image
+        prefer_whole=snapshots is not None or checkpoint is not None or resume or restarts > 1,
     )
     return solve(
         plan,
