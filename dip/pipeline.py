@@ -139,6 +139,16 @@ class Plan:
     def split(self) -> bool:
         return self.layout is not None and self.layout.split
 
+    def output_picture(self, image: torch.Tensor) -> Picture:
+        """The restored pixels with the input's alpha, bit depth and profile. The pixels an inpainting filled are
+        made opaque: where the holes were transparent (a mask from the alpha), the fill would be invisible."""
+        picture = self.picture.with_pixels(image)
+        known = self.observation.operator.known
+        if self.task is Task.inpaint and picture.alpha is not None and known is not None:
+            holes = known[0, 0].cpu().numpy() == 0
+            picture = dataclasses.replace(picture, alpha=np.where(holes, 1.0, picture.alpha).astype(np.float32))
+        return picture
+
     def shown_input(self) -> np.ndarray:
         """The input as a user has it at the output's size (enlarged for super-resolution): what the output is
         compared with, on the sheet and in the scores."""
@@ -327,7 +337,7 @@ def _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every
         kept = recorder.finish(result)
         snapshots.write_manifest(kept, result, averaged=preset.fit.average is not None)
     return Restoration(
-        plan.picture.with_pixels(result.image),
+        plan.output_picture(result.image),
         result,
         plan.task,
         preset,
@@ -408,7 +418,7 @@ def solve_together(
     results = [with_known(plan, result) for plan, result in zip(plans, results, strict=True)]
     return [
         Restoration(
-            plan.picture.with_pixels(result.image),
+            plan.output_picture(result.image),
             result,
             plan.task,
             preset,

@@ -129,7 +129,7 @@ def _assembled(plan: Plan, fitted: dict[int, tuple[np.ndarray, dict]], seconds: 
         metrics = {"psnr": psnr(result.image, clean), "ssim": ssim(result.image, clean),
                    "input_psnr": psnr(shown, clean), "input_ssim": ssim(shown, clean)}  # fmt: skip
     return Restoration(
-        plan.picture.with_pixels(result.image), result, plan.task, plan.preset, plan.seed, plan.device, metrics,
+        plan.output_picture(result.image), result, plan.task, plan.preset, plan.seed, plan.device, metrics,
         operator=plan.observation.operator, split=split, keep_known=plan.keep_known,
     )  # fmt: skip
 

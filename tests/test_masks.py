@@ -112,3 +112,17 @@ def test_impossible_requests_are_one_line_errors(capsys, tmp_path, args, message
     code, out, err = run(capsys, "mask", tmp_path / "photo.png", "-o", tmp_path / "m.png", *args)
     assert code != 0 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "m.png").exists()
+
+
+def test_holes_made_from_transparency_come_back_filled_and_opaque(capsys, tmp_path):
+    alpha = np.ones((40, 40), np.float32)
+    alpha[_stroke()] = 0.0
+    _save(tmp_path / "erased.png", _photo(), alpha)
+    code, out, err = run(capsys, "mask", tmp_path / "erased.png", "--from-alpha", "-o", tmp_path / "m.png")
+    assert code == 0, err
+    code, out, err = run(capsys, "restore", tmp_path / "erased.png", "--mask", tmp_path / "m.png", "-o",
+                         tmp_path / "out.png", "--iters", "5", "-q")  # fmt: skip
+    assert code == 0, err
+    restored = read_image(tmp_path / "out.png")
+    assert (restored.alpha[_stroke()] == 1).all()  # the fill is shown, not hidden behind the old transparency
+    np.testing.assert_array_equal(restored.alpha[~_stroke()], alpha[~_stroke()])
