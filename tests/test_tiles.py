@@ -211,7 +211,7 @@ def test_inpainting_fits_windows_and_keeps_every_known_pixel_bit_for_bit(capsys,
 
 def test_windows_fill_the_holes_about_as_well_as_the_whole_fit():
     clean, known, damaged = _scratched(64)
-    preset = dataclasses.replace(_preset(150), net=NetConfig(scales=4, channels_down=16, channels_up=16,
+    preset = dataclasses.replace(_preset(100), net=NetConfig(scales=4, channels_down=16, channels_up=16,
                                                              channels_skip=4, input_depth=8))  # fmt: skip
     whole = solve(prepare(_picture(damaged), mask=known, preset=preset, tile=0))
     windowed = solve(prepare(_picture(damaged), mask=known, preset=preset, tile=48))
