@@ -44,8 +44,9 @@ class FitProgress(_Bars):
     """One bar for one fit, with the loss and the speed; for an image fitted in tiles or windows, one bar over
     every fit's steps, with the box being fitted and the time left for the whole image.
 
-    ``on_rate(seconds)`` is called once, when the first fit's seconds a step are known (after its warm-up): what
-    the run's estimate is made from.
+    ``on_rate(seconds, area)`` is called once, when the first fit's seconds a step are known (after its warm-up),
+    with the area of the box that fit draws: what the run's estimate is made from. Where stderr is not a terminal
+    the same facts go out as plain lines (see ``_line``).
     """
 
     WARMUP, TIMED = 3, 7  # steps: the first ones set up kernels and memory and are not what the rest cost
