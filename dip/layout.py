@@ -1,5 +1,5 @@
 """Whole, tiles or windows: how one image is split into fits, decided before the run from its size, its task and
-the device's free memory, and what the run will cost in memory and time.
+the device's free memory, and the memory the run will need (its time is dip.estimates').
 
 ``--tile auto`` fits the whole image when that fits the device's free memory and tiles it otherwise; inpainting
 that keeps the known pixels fits windows around the holes instead, unless they cover most of the image anyway.
