@@ -9,15 +9,17 @@
 #   bash benchmarks/gpu.sh parallel   # K = 1, 4, 8 images of 256² at once against one after another
 #   bash benchmarks/gpu.sh quality    # Barbara with 50 % missing at full size: the paper's net and dip's
 #   bash benchmarks/gpu.sh sr         # the paper's x4 table on CSet5 at full size, paper-sr (then CSet14: sr14)
+#   bash benchmarks/gpu.sh tiles      # a 12-megapixel scratch (windows) and a 4-megapixel tiled denoise, with
+#                                     # the estimate against the run: tiles K at once on the GPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
 PYTHON=${PYTHON:-python}
 case "${1:-}" in
-speed | compile | parity | parallel | quality | sr | sr14) ;;
+speed | compile | parity | parallel | quality | sr | sr14 | tiles) ;;
 *)
-    sed -n '2,11p' "$0"
+    sed -n '2,13p' "$0"
     exit 2
     ;;
 esac
@@ -46,6 +48,14 @@ parallel)
 quality)
     "$PYTHON" benchmarks/quality.py --size 0 --tasks drop50 --images barbara --methods dip-paper,dip,biharmonic \
         --device cuda --csv "$OUT/barbara.csv" --markdown "$OUT/barbara.md" | tee "$OUT/barbara.txt"
+    ;;
+tiles)
+    # The scratch with the defaults (the paper's inpainting net on a GPU, its windows K at once); the 4-megapixel
+    # denoise with the light preset, 200 steps a tile to stay inside the ten minutes (host peak memory and time).
+    "$PYTHON" benchmarks/tiles.py large --width 4000 --height 3000 --length 300 --out "$OUT/tiles_large" \
+        | tee "$OUT/tiles_large.txt"
+    "$PYTHON" benchmarks/tiles.py memory --megapixels 4 --tile 512 --iters 200 --out "$OUT/tiles_memory" \
+        | tee "$OUT/tiles_memory.txt"
     ;;
 sr | sr14)
     # Whole images cut to a multiple of 32, as the paper's notebook; the paper's net and 2000 steps (x4).
