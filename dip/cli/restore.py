@@ -110,9 +110,8 @@ def restore(
         check_output(output, [p for p in (input, mask, reference) if p is not None], overwrite=overwrite or resume)
 
     from ..batch import Shard
-    from ..processes import agreed, device_for, gathering, join_process_group
+    from ..processes import device_for, gathering
 
-    # under torchrun the processes share one image's tiles: each fits every world-th, rank 0 blends and writes
     shard = Shard.from_environment()
     device = device_for(device, shard)
     # Everything the command line can get wrong is checked before the (long) fit starts.
@@ -120,20 +119,16 @@ def restore(
     plan = prepare(input, task=task, mask=mask, mask_invert=mask_invert, preset=preset, overrides=overrides,
                    device=device, reference=reference, seed=seed, scale=scale, blur=blur, tile=parse_tile(tile),
                    tile_overlap=tile_overlap, keep_known=keep_known, prefer_whole=one_fit)  # fmt: skip
-    group = None if estimate else join_process_group(shard)
-    plan = dataclasses.replace(plan, layout=agreed(group, plan.layout))
-    if group is not None and not plan.split:
-        group.destroy_process_group()
-        group = None
-        if shard.rank != 0:
-            return  # one fit: rank 0's
-        typer.echo(f"one fit of the whole image: the other {shard.world - 1} process(es) have nothing to do", err=True)
     if estimate:
         from ..estimates import estimate_run
 
         found = estimate_run(plan)
         emit(found.record(), as_json, found.line())
         return
+    joined = _joined(shard, plan)
+    if joined is None:
+        return
+    plan, group = joined
     snapshot_plan, zoom_box = _snapshots(plan, output, snapshots, snapshot_dir, zoom, wants_pictures, report,
                                          overwrite=overwrite, resume=resume)  # fmt: skip
 
@@ -164,6 +159,23 @@ def restore(
     emit(record, as_json, _summary(restoration, record, input, output, checkpoint))
     if signals.code is not None:
         raise typer.Exit(signals.code)
+
+
+def _joined(shard, plan):
+    """Under torchrun the processes share one image's tiles: each fits every world-th, rank 0 blends and writes.
+    (plan with rank 0's layout, the group); the group is None alone, or when the image is one fit, which rank 0
+    makes; None on a process that has nothing to do."""
+    from ..processes import agreed, join_process_group
+
+    group = join_process_group(shard)
+    plan = dataclasses.replace(plan, layout=agreed(group, plan.layout))
+    if group is None or plan.split:
+        return plan, group
+    group.destroy_process_group()
+    if shard.rank != 0:
+        return None
+    typer.echo(f"one fit of the whole image: the other {shard.world - 1} process(es) have nothing to do", err=True)
+    return plan, None
 
 
 def _progress(plan, quiet: bool):
