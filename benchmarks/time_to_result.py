@@ -5,7 +5,8 @@
                                         [--json out.json]
 
 Each case (image x corruption x seed x size) is corrupted once and restored by every preset with its own
-defaults, automatic stopping included, exactly as `dip.restore` runs it; the clock runs from the call to the
+defaults, automatic stopping included, exactly as `dip.restore` runs it (``NAME@N``: that preset for a fixed
+N steps with stopping off, e.g. ``paper@3000``, the paper's own count); the clock runs from the call to the
 returned image. Printed per case: each preset's seconds, steps run, returned iteration and PSNR; then per
 preset, against the first one listed: the median and the smallest speed-up and the mean and worst PSNR
 difference. ``--set tuning`` is the early-stopping benchmark's tuning images (astronaut, coffee, F16,
@@ -48,9 +49,11 @@ def run_case(image: str, size: int, corruption: str, seed: int, presets: list[st
     row = {"image": image, "size": size, "corruption": corruption, "seed": seed,
            "input_psnr": round(psnr(corrupted, clean), 3), "presets": {}}  # fmt: skip
     for preset in presets:
+        name, _, steps = preset.partition("@")
+        fixed = {"iterations": int(steps), "stop": "off"} if steps else {}
         started = time.perf_counter()
-        restored = dip.restore(picture(corrupted), task=task, mask=known, loss=loss, preset=preset, seed=seed,
-                               tile=0, **({"keep_known": False} if known is not None else {}))  # fmt: skip
+        restored = dip.restore(picture(corrupted), task=task, mask=known, loss=loss, preset=name, seed=seed, tile=0,
+                               **fixed, **({"keep_known": False} if known is not None else {}))  # fmt: skip
         seconds = time.perf_counter() - started
         result = restored.result
         row["presets"][preset] = {
@@ -74,6 +77,27 @@ def summary(rows: list[dict], presets: list[str]) -> list[str]:
     return lines
 
 
+def merge(paths: list[Path], presets: list[str]) -> int:
+    joined: dict[tuple, dict] = {}
+    for path in paths:
+        for row in json.loads(path.read_text())["rows"]:
+            key = (row["size"], row["image"], row["corruption"], row["seed"])
+            joined.setdefault(key, {**row, "presets": {}})["presets"].update(row["presets"])
+    rows = [row for row in joined.values() if all(p in row["presets"] for p in presets)]
+    for row in rows:
+        print(_line(row, presets))
+    for line in summary(rows, presets):
+        print(line)
+    return 0
+
+
+def _line(row: dict, presets: list[str]) -> str:
+    cells = "  ".join(f"{p}: {v['psnr']:.2f} dB {v['seconds']:.0f} s ({v['returned']}/{v['steps']} {v['stop']})"
+                      for p, v in ((p, row["presets"][p]) for p in presets))  # fmt: skip
+    case = f"{row['image']} {row['size']} {row['corruption']} s{row['seed']}"
+    return f"{case} (input {row['input_psnr']:.2f} dB)  {cells}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="paper,light")
@@ -84,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--merge", type=Path, nargs="+",
+                        help="instead of running: join the rows of earlier --json files case by case (presets run in "
+                             "separate processes) and print them side by side")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.presets.split(","))
     torch.set_num_threads(args.threads)
     presets = args.presets.split(",")
     images = args.images.split(",") if args.images else SETS[args.set]
@@ -95,17 +124,18 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in (int(s) for s in args.seeds.split(",")):
                     row = run_case(image, size, corruption, seed, presets)
                     rows.append(row)
-                    cells = "  ".join(f"{p}: {v['psnr']:.2f} dB {v['seconds']:.0f} s ({v['returned']}/{v['steps']} "
-                                      f"{v['stop']})" for p, v in row["presets"].items())  # fmt: skip
-                    print(f"{image} {size} {corruption} s{seed} (input {row['input_psnr']:.2f} dB)  {cells}",
-                          flush=True)  # fmt: skip
+                    print(_line(row, presets), flush=True)
+                    if args.json is not None:  # as it goes: a long run interrupted keeps its finished cases
+                        write(args, rows)
     for line in summary(rows, presets):
         print(line)
-    if args.json is not None:
-        machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads,
-                   "processor": platform.processor() or platform.machine()}  # fmt: skip
-        args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     return 0
+
+
+def write(args, rows: list[dict]) -> None:
+    machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads,
+               "processor": platform.processor() or platform.machine()}  # fmt: skip
+    args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def restore(
     ``scale`` N super-resolves (the output is N times the input), ``blur`` (gaussian:SIGMA, motion:LENGTH,ANGLE,
     box:N or a kernel image) deblurs; with task "auto" each picks its task.
 
-    ``preset`` is a name (see dip.config.PRESETS; auto / paper / light pick by task and device) or a Preset.
+    ``preset`` is a name (see dip.config.PRESETS; auto / paper / light / fast pick by task and device) or a Preset.
     ``stop`` is auto | spread | wmv | emv | off (None or auto: the preset's); with stopping on, ``iterations`` is
     the cap. With a ``reference``, PSNR against it is tracked every ``track_every`` steps for the record; it never
     steers the fit.

@@ -103,9 +103,9 @@ def _gib(count: int) -> str:
 def alternatives(preset: Preset, task, device: torch.device, height: int, width: int, channels: int) -> list[str]:
     """Options that make the fit smaller, each with what it would need."""
     options = []
-    light = resolve_preset("light", task, device.type)
-    if light.net != preset.net:
-        options.append(f"--preset light ({_gib(estimate(light, height, width, channels, device.type).total)})")
+    fast = resolve_preset("fast", task, device.type)
+    if fast.net != preset.net:
+        options.append(f"--preset fast ({_gib(estimate(fast, height, width, channels, device.type).total)})")
     if preset.stop.resolved_rule == "wmv":
         spread = replace(preset, stop=replace(preset.stop, rule="spread"))
         options.append(f"--stop spread ({_gib(estimate(spread, height, width, channels, device.type).total)})")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .checkpoint import fingerprint_of, load_checkpoint, save_checkpoint
-from .config import NO_OVERRIDES, Loss, Overrides, Preset, Task, resolve_preset
+from .config import NO_OVERRIDES, Loss, Overrides, Preset, Task, grown, resolve_preset
 from .degradations import is_scattered
 from .device import resolve_device
 from .errors import DeviceError, InputError, UsageError
@@ -206,6 +206,11 @@ def prepare(
     layout = choose_layout(parse_tile(tile), tile_overlap, task=chosen_task, operator=operator, preset=chosen,
                            device=device, observed=picture.pixels.shape[:2], channels=channels, keep_known=keep,
                            prefer_whole=prefer_whole)  # fmt: skip
+    # Steps grow with the size of the fit, so with the largest box of a split (every box then takes as many).
+    fitted = (height, width)
+    if layout.split:
+        fitted = max(layout.boxes, key=lambda box: box.area).scaled(operator.factor).size
+    chosen = grown(chosen, *fitted)
     return Plan(picture, chosen_task, chosen, device, observation, seed, reference_picture, layout, keep)
 
 

@@ -128,12 +128,14 @@ class Stack:
         self.iteration = 0  # steps taken; the weights have reached it
         self.departed: list[Stack] = []  # images that left at a rollback, each continuing alone
         self.gone: list[Member] = []  # their members, until the stack is narrowed to those that stay
+        self.lr_scale = 1.0  # the guard's halvings, applied on top of a schedule
         self._build(net, members)
 
     def _build(self, net: torch.nn.Module, members: list[Member]) -> None:
         self.net, self.members = net.train(), members
         self.z = stack_inputs([member.z for member in members])
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=self.cfg.lr)
+        fused = {"fused": True} if self.cfg.fused_adam else {}
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=self.cfg.lr, **fused)
         # Precision, memory layout and compilation as configured; a smaller stack compiles anew.
         self.forward = compute_forward(net, self.z, self.cfg)
         if self.cfg.channels_last:
@@ -179,6 +181,9 @@ class Stack:
                     for m in members
                 ]
                 net_input = self.z + cfg.reg_noise_std * stack_inputs(draws)
+            if cfg.lr_schedule != "constant":
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cfg.lr * self.lr_scale * cfg.lr_factor(iteration)
             self.optimizer.zero_grad(set_to_none=True)
             output = crop_to(self.forward(net_input), height, width).float()
             xs = [output] if len(members) == 1 else list(unstack_output(output, len(members)))
@@ -245,6 +250,7 @@ class Stack:
     def _roll_back(self, member: Member, iteration: int, healthy: tuple[dict, dict]) -> None:
         """Back to ``healthy`` with a halved learning rate; the next step is numbered ``iteration + 1``."""
         member.health.count_rollback()
+        self.lr_scale /= 2
         lr = self.optimizer.param_groups[0]["lr"] / 2
         weights, optimizer_state = healthy
         self.net.load_state_dict(weights)
@@ -257,6 +263,7 @@ class Stack:
         """Member ``k`` leaves for a stack of its own, rolled back as a single fit's guard rolls back."""
         member, count = self.members[k], len(self.members)
         solo = Stack(unstack(self.net, [k])[0], [member], self.cfg)
+        solo.lr_scale = self.lr_scale
         solo._roll_back(member, iteration, tuple(select_state(part, count, [k]) for part in healthy))
         self.departed.append(solo)
         self.gone.append(member)
@@ -288,6 +295,7 @@ class Stack:
             "generator": member.jitter.get_state(),
             "average": member.average,
             "iteration": self.iteration,
+            "lr_scale": self.lr_scale,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -301,6 +309,7 @@ class Stack:
         member.jitter.set_state(state["generator"])
         member.average = None if state["average"] is None else state["average"].to(device)
         self.iteration = state["iteration"]
+        self.lr_scale = state.get("lr_scale", 1.0)  # checkpoints from before schedules: never scaled
 
 
 def to_device(value, device: torch.device):

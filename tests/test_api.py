@@ -92,7 +92,11 @@ def test_family_names_pick_the_scattered_variant_for_inpainting_only():
     from dip.config import resolve_preset
 
     assert resolve_preset("auto", "inpaint", "cuda", scattered_mask=True).name == "paper-scattered"
-    assert resolve_preset("auto", "inpaint", "cpu", scattered_mask=True).name == "light-inpaint"
+    assert resolve_preset("auto", "inpaint", "cpu", scattered_mask=True).name == "fast-inpaint"
+    assert resolve_preset("auto", "denoise", "cpu").name == "fast-denoise"
+    # the fast schedule was measured on denoising, JPEG and inpainting only; the other tasks keep the light presets
+    assert resolve_preset("fast", "sr", "cpu").name == "light-sr"
+    assert resolve_preset("fast", "deblur", "cpu").name == "light-deblur"
     assert resolve_preset("paper", "inpaint", "cpu").name == "paper-inpaint"
     assert resolve_preset("light", "denoise", "cpu", scattered_mask=True).name == "light-denoise"
 
@@ -113,3 +117,29 @@ def test_overrides_are_one_checked_value_that_keeps_what_it_does_not_name():
                 {"patience": 0}, {"noise_floor": 1.0}):  # fmt: skip
         with pytest.raises(UsageError):
             Overrides(**bad)
+
+
+def test_the_fast_presets_take_more_steps_for_larger_fits_unless_told_how_many():
+    from dip.config import GROWN_AT_MOST, Overrides, grown, resolve_preset
+
+    fast = resolve_preset("fast", "denoise", "cpu")
+    assert grown(fast, 96, 96) == fast and grown(fast, 128, 128) == fast
+    assert grown(fast, 256, 256).stop.cap == grown(fast, 256, 256).fit.iterations == fast.stop.cap + 500
+    assert grown(fast, 512, 512).fit.iterations == fast.stop.cap + 1000
+    assert grown(fast, 64, 1024).fit.iterations == fast.stop.cap + 500  # the side of a square of that area
+    assert grown(fast, 8000, 8000).fit.iterations == GROWN_AT_MOST
+    asked = Overrides(iterations=700).apply(fast)
+    assert grown(asked, 512, 512).fit.iterations == 700
+    light = resolve_preset("light", "denoise", "cpu")
+    assert grown(light, 512, 512) == light
+
+
+def test_a_fit_gets_the_steps_of_its_size():
+    from dip.pipeline import prepare
+
+    picture = Picture(small_image(48), None, 8, "RGB", None)
+    assert prepare(picture, preset="fast", device="cpu", tile=0).preset.fit.iterations == 1000
+    wide = Picture(np.zeros((128, 512, 3), np.float32), None, 8, "RGB", None)
+    assert prepare(wide, preset="fast", device="cpu", tile=0).preset.fit.iterations == 1500
+    tiled = prepare(wide, preset="fast", device="cpu", tile=64, tile_overlap=16)
+    assert tiled.layout.split and tiled.preset.fit.iterations == 1000  # each tile's size, not the image's

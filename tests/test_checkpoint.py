@@ -21,9 +21,9 @@ def _noisy_picture(size: int = 24) -> Picture:
     return Picture(noisy, None, 8, "RGB", None)
 
 
-def _preset(rule: str = "wmv"):
+def _preset(rule: str = "wmv", family: str = "light"):
     # A small window and patience so that the detector is live (recording minima) across the interruption.
-    preset = resolve_preset("light", "denoise", "cpu")
+    preset = resolve_preset(family, "denoise", "cpu")
     return replace(preset, stop=StopConfig(rule=rule, cap=40, window=5, patience=1000, warmup=3))
 
 
@@ -38,9 +38,10 @@ class _InterruptAt:
             self.event.set()
 
 
-@pytest.mark.parametrize("rule", ["spread", "wmv", "emv"])
-def test_interrupted_and_resumed_fit_equals_the_uninterrupted_one(tmp_path, rule):
-    picture, preset = _noisy_picture(), _preset(rule)
+@pytest.mark.parametrize(("rule", "family"), [("spread", "light"), ("wmv", "light"), ("emv", "light"),
+                                             ("spread", "fast")])  # fast: a learning-rate schedule to resume
+def test_interrupted_and_resumed_fit_equals_the_uninterrupted_one(tmp_path, rule, family):
+    picture, preset = _noisy_picture(), _preset(rule, family)
     whole = restore(picture, preset=preset, seed=5)
 
     checkpoint = tmp_path / "run.ckpt"

@@ -16,7 +16,7 @@ def test_doctor_names_the_devices_what_auto_does_on_each_and_the_versions(capsys
     assert {"dip", "torch", "kornia", "pillow", "scikit-image"} <= set(found["versions"])
     assert found["versions"]["torch"].startswith(torch.__version__.split("+")[0])
     cpu = found["devices"][-1]
-    assert cpu["device"] == "cpu" and cpu["threads"] == torch.get_num_threads() and cpu["preset"] == "light-denoise"
+    assert cpu["device"] == "cpu" and cpu["threads"] == torch.get_num_threads() and cpu["preset"] == "fast-denoise"
     side = int(cpu["largest_whole_image"].split("x")[0])
     assert side > 256 and found["auto_device"] == found["devices"][0]["device"]
 

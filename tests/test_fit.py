@@ -199,3 +199,38 @@ def test_the_fit_draws_the_image_at_the_size_the_operator_names(clean48):
     # the loss is the operator's, A(x) against y, and A(x) comes to match y far better than at the start
     assert float(observation.loss(seen[-1].x)) == pytest.approx(seen[-1].loss, rel=1e-5)
     assert result.final_loss < seen[0].loss / 5
+
+
+def test_cosine_schedule_warms_up_then_decays_to_its_floor():
+    cfg = FitConfig(iterations=101, lr=0.08, lr_schedule="cosine", lr_warmup=10, lr_floor=0.05)
+    factors = [cfg.lr_factor(i) for i in range(1, 102)]
+    assert factors[0] < factors[4] < factors[9]
+    assert max(factors) == pytest.approx(factors[9])
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
+    assert factors[-1] == pytest.approx(0.05)
+    assert FitConfig(lr_schedule="constant").lr_factor(7) == 1.0
+
+
+def test_the_fit_steps_with_the_scheduled_learning_rate_and_the_guard_halves_it(clean48):
+    y = _tensor(clean48)
+    cfg = FitConfig(iterations=30, guard_every=5, average=None, lr_schedule="cosine", lr_warmup=5)
+    net = _Poisoned(build_net(SMALL, 3, seed=0), bad_calls={12})
+    z = make_input(SMALL, 48, 48, generator=torch.Generator().manual_seed(0))
+    steps = list(iterate(Observation(y), net, z, cfg, generator=torch.Generator().manual_seed(1)))
+    before, after = [s for s in steps if s.rollbacks == 0], [s for s in steps if s.rollbacks == 1]
+    assert [s.lr for s in before] == pytest.approx([cfg.lr * cfg.lr_factor(s.iteration) for s in before])
+    assert [s.lr for s in after] == pytest.approx([cfg.lr / 2 * cfg.lr_factor(s.iteration) for s in after])
+
+
+def test_an_unknown_schedule_is_refused():
+    from dip.errors import UsageError
+
+    with pytest.raises(UsageError, match="lr_schedule"):
+        FitConfig(lr_schedule="step")
+
+
+def test_fused_adam_takes_the_same_steps_up_to_rounding(clean48):
+    y = _tensor(add_gaussian_noise(clean48, 25, np.random.default_rng(0)))
+    plain, fused = (fit(Observation(y), SMALL, FitConfig(iterations=15, fused_adam=f), seed=3) for f in (False, True))
+    assert torch.allclose(plain.image, fused.image, atol=1e-4)
+    assert plain.losses == pytest.approx(fused.losses, rel=1e-4)

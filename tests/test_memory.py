@@ -57,7 +57,7 @@ def test_a_fit_that_cannot_fit_is_refused_before_it_starts_with_smaller_options(
         restore(_picture(), preset="paper", iterations=3)
     message = str(refused.value)
     assert "needs about" in message and "1.0 MiB" not in message and "cpu has 0.0 GiB free" in message
-    assert "--preset light" in message and "--stop spread" in message and "half the size" in message
+    assert "--preset fast" in message and "--stop spread" in message and "half the size" in message
 
 
 def test_out_of_memory_during_the_fit_becomes_a_clear_error(monkeypatch):
@@ -65,7 +65,7 @@ def test_out_of_memory_during_the_fit_becomes_a_clear_error(monkeypatch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr("dip.pipeline.fit", out_of_memory)
-    with pytest.raises(DeviceError, match="ran out of memory on cpu; smaller options: --preset light"):
+    with pytest.raises(DeviceError, match="ran out of memory on cpu; smaller options: --preset fast"):
         restore(_picture(), preset="paper", iterations=3)
 
 

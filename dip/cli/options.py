@@ -36,7 +36,7 @@ MaskInvertOption = Annotated[bool, typer.Option("--mask-invert", help="The mask 
 PresetOption = Annotated[
     str,
     typer.Option(
-        help=f"auto (paper net on a GPU, light net elsewhere) | {' | '.join([*PRESET_FAMILIES[1:], *PRESETS])}"
+        help=f"auto (paper net on a GPU, fast elsewhere) | {' | '.join([*PRESET_FAMILIES[1:], *PRESETS])}"
     ),
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")]
