@@ -3,7 +3,7 @@
     python benchmarks/fast_candidates.py --candidates light,lr02,cos03 --images astronaut,F16 --size 128 \
         --steps 1500 [--corruption gauss25] [--threads 1] [--json out.json]
 
-Each candidate is the task's light preset with some settings changed (CANDIDATES below names them). Every case
+Each candidate is the task's light preset (fast preset, for the names starting with "fast") with some settings changed (CANDIDATES below names them). Every case
 is fitted for ``--steps`` steps with no stopping, the PSNR of the returned image (the output average, or the
 raw iterate where the preset returns it) traced at every step against the clean image, so that each
 candidate's peak, the step and the seconds at which it comes, and how fast it falls afterwards are known. The
@@ -51,6 +51,13 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
     "cos08j20": ({}, {"lr": 0.08, "lr_schedule": "cosine", "lr_warmup": 100, "reg_noise_std": 0.02}),
     "cos04j15": ({}, {"lr": 0.04, "lr_schedule": "cosine", "lr_warmup": 100, "reg_noise_std": 0.015}),
     "cos08j25": ({}, {"lr": 0.08, "lr_schedule": "cosine", "lr_warmup": 100, "reg_noise_std": 0.025}),
+    # the fast presets' settings at fewer steps (--steps is the schedule's length)
+    "fast": ({}, {}),
+    "fastj20": ({}, {"reg_noise_std": 0.02}),
+    "fastj20w30": ({}, {"reg_noise_std": 0.02, "lr_warmup": 30}),
+    "fastj20lr12": ({}, {"reg_noise_std": 0.02, "lr": 0.12}),
+    "fastw200": ({}, {"lr_warmup": 200}),
+    "fastw300": ({}, {"lr_warmup": 300}),
     "fine16": ({"channels_down": (16, 32, 32, 32, 32), "channels_up": (16, 32, 32, 32, 32)}, {}),
     "fine16lr04": ({"channels_down": (16, 32, 32, 32, 32), "channels_up": (16, 32, 32, 32, 32)}, {"lr": 0.04}),
     "no1x1": ({"extra_1x1_up": False}, {}),
@@ -66,8 +73,8 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 def trace(clean: np.ndarray, corrupted: np.ndarray, known, task: Task, loss, candidate: str, steps: int,
           seed: int) -> dict:  # fmt: skip
-    preset = resolve_preset("light", task, "cpu")
     net_changes, fit_changes = CANDIDATES[candidate]
+    preset = resolve_preset("fast" if candidate.startswith("fast") else "light", task, "cpu")
     net_cfg = replace(preset.net, **net_changes)
     fit_cfg = replace(preset.fit, iterations=steps, loss=loss, **fit_changes)
     y = _tensor(corrupted)

@@ -302,39 +302,39 @@ LIGHT_SCATTERED = Preset(
     LIGHT_STOP,
 )
 
-# The CPU default (issue 20): the light nets, fitted in far fewer steps. Measured with benchmarks/fast_candidates.py
-# on astronaut and F16 at 128 and 256 px, sigma 25 (README, "Faster on a CPU"): a cosine learning-rate schedule
-# (warm-up, then a half cosine to 5 % at the cap) lets the output average settle by the cap instead of drifting,
-# and less input jitter (0.025 instead of 1/30) lets the net reach the image sooner; together they come within
-# a few tenths of a dB of the light presets' PSNR in half their steps. A larger constant lr alone was slower to
-# rise; no jitter at all peaked earliest but lowest; 0.015 and 0.02 peaked sooner and lower at 128 px. The cap is
-# the schedule's length, so it is the run's time.
-FAST_SCHEDULE = {"lr": 0.08, "lr_schedule": "cosine", "lr_warmup": 100, "reg_noise_std": 0.025, "fused_adam": True}
+# The CPU default (issue 20): the light nets, fitted in far fewer steps. Chosen with benchmarks/fast_candidates.py
+# on the tuning images (astronaut, coffee, F16, chelsea) at 128 px and F16 at 256 px, sigma 25 (README, "Faster
+# on a CPU"). A cosine learning-rate schedule lets the output average settle by the cap instead of drifting;
+# lr 0.08 (0.04 rose slower, 0.16 and 0.12 no better); a 200-step warm-up (30 lost 1-1.4 dB, 100 lost 0.14 on
+# astronaut); input jitter 0.025 instead of 1/30 (1/30 had not settled by 1000 steps; 0.015-0.02 and none
+# peaked sooner but lower). A larger constant lr alone was slower to rise than 0.01. Adam's fused kernel: the
+# same update, cheaper. With these, 700 steps at 128 px came within 0.2 dB of the light presets' 2000.
+FAST_SCHEDULE = {"lr": 0.08, "lr_schedule": "cosine", "lr_warmup": 200, "reg_noise_std": 0.025, "fused_adam": True}
 # Settled by the cap, the spread detector seldom fires; the noise floor is what stops a smooth image (chelsea
 # peaked at step 427 of 1000) before the net reproduces the noise. At the peak the loss was 0.96-1.03 of the
 # noise estimate on the tuning images, so the floor is 0.95 rather than the light presets' 0.8 (which returned
-# chelsea 150 steps past its peak). 1000 steps at 128 px; at 256 px the average was still rising at 1000
-# (F16: 29.60 dB with jitter 0.025, 29.79 with 0.02), hence 500 more per doubling of the side.
-FAST_STOP = replace(LIGHT_STOP, cap=1000, noise_floor=0.95, cap_growth=500)
+# chelsea 150 steps past its peak). The cap is the schedule's length: 700 steps at 128 px; at 256 px (F16) 1000
+# steps reached 29.93 dB, the light preset's 2000 29.86, hence 300 more per doubling of the side.
+FAST_STOP = replace(LIGHT_STOP, cap=700, noise_floor=0.95, cap_growth=300)
 FAST_DENOISE = Preset(
     "fast-denoise",
-    "CPU: the light denoising net, lr 0.08 on a cosine schedule, jitter 0.025, 1000 steps at 128 px, +500 a doubling",
+    "CPU: the light denoising net, lr 0.08 on a cosine schedule, jitter 0.025, 700 steps at 128 px, +300 a doubling",
     LIGHT_DENOISE.net,
-    replace(LIGHT_DENOISE.fit, iterations=1000, **FAST_SCHEDULE),
+    replace(LIGHT_DENOISE.fit, iterations=700, **FAST_SCHEDULE),
     FAST_STOP,
 )
 FAST_JPEG = Preset(
     "fast-jpeg",
-    "CPU: the light JPEG net, lr 0.08 on a cosine schedule, jitter 0.025, 1000 steps at 128 px, +500 a doubling",
+    "CPU: the light JPEG net, lr 0.08 on a cosine schedule, jitter 0.025, 700 steps at 128 px, +300 a doubling",
     LIGHT_JPEG.net,
-    replace(LIGHT_JPEG.fit, iterations=1000, **FAST_SCHEDULE),
+    replace(LIGHT_JPEG.fit, iterations=700, **FAST_SCHEDULE),
     FAST_STOP,
 )
 FAST_INPAINT = Preset(
     "fast-inpaint",
-    "CPU: the light inpainting net, lr 0.08 on a cosine schedule, jitter 0.025, 1000 steps at 128 px, +500 a doubling",
+    "CPU: the light inpainting net, lr 0.08 on a cosine schedule, jitter 0.025, 700 steps at 128 px, +300 a doubling",
     LIGHT_INPAINT.net,
-    replace(LIGHT_INPAINT.fit, iterations=1000, **FAST_SCHEDULE),
+    replace(LIGHT_INPAINT.fit, iterations=700, **FAST_SCHEDULE),
     FAST_STOP,
 )
 

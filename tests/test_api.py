@@ -138,8 +138,8 @@ def test_a_fit_gets_the_steps_of_its_size():
     from dip.pipeline import prepare
 
     picture = Picture(small_image(48), None, 8, "RGB", None)
-    assert prepare(picture, preset="fast", device="cpu", tile=0).preset.fit.iterations == 1000
+    assert prepare(picture, preset="fast", device="cpu", tile=0).preset.fit.iterations == 700
     wide = Picture(np.zeros((128, 512, 3), np.float32), None, 8, "RGB", None)
-    assert prepare(wide, preset="fast", device="cpu", tile=0).preset.fit.iterations == 1500
+    assert prepare(wide, preset="fast", device="cpu", tile=0).preset.fit.iterations == 1200
     tiled = prepare(wide, preset="fast", device="cpu", tile=64, tile_overlap=16)
-    assert tiled.layout.split and tiled.preset.fit.iterations == 1000  # each tile's size, not the image's
+    assert tiled.layout.split and tiled.preset.fit.iterations == 700  # each tile's size, not the image's
