@@ -158,7 +158,7 @@ def _truncated_png(tmp_path):
         ("empty mask", lambda i, t: ["restore", i["noisy"], "--mask", i["empty_mask"]], FAILURE, "no pixel"),
         ("missing mask", lambda i, t: ["restore", i["noisy"], "--mask", t / "nomask.png"], USAGE, "nomask.png"),
         ("unknown task", lambda i, t: ["restore", i["noisy"], "--task", "deblur"], USAGE, "deblur"),
-        ("unknown preset", lambda i, t: ["restore", i["noisy"], "--preset", "fast"], USAGE, "fast"),
+        ("unknown preset", lambda i, t: ["restore", i["noisy"], "--preset", "quick"], USAGE, "quick"),
         ("zero iterations", lambda i, t: ["restore", i["noisy"], "--iters", "0"], USAGE, "--iters"),
         ("iterations not a number", lambda i, t: ["restore", i["noisy"], "--iters", "many"], USAGE, "--iters"),
         ("negative lr", lambda i, t: ["restore", i["noisy"], "--lr", "-1"], USAGE, "--lr"),

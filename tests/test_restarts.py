@@ -27,7 +27,7 @@ def test_restarts_return_the_mean_of_the_single_fits():
     assert [r.seed for r in averaged.restarts] == [4, restart_seed(4, 1), restart_seed(4, 2)]
     record = averaged.record()
     assert len(record["restarts"]) == 3 and record["seed"] == 4
-    assert record["psnr"] == pytest.approx(float(averaged.metrics["psnr"]))
+    assert record["psnr"] == pytest.approx(float(averaged.metrics["psnr"]), abs=5e-5)  # the record keeps 4 decimals
 
 
 def test_one_restart_is_the_plain_run_and_seeds_differ_between_runs():

@@ -294,6 +294,6 @@ def test_a_minimum_at_the_warm_up_edge_is_no_longer_what_is_returned():
         result = fit(observation, net, cfg, seed=0, detector=make_detector(stop, average=cfg.average))
         results[rule] = result, psnr(result.image[0].permute(1, 2, 0).numpy(), clean[0].permute(1, 2, 0).numpy())
     (edge, edge_psnr), (spread, spread_psnr) = results["wmv"], results["spread"]
-    assert edge.best_iteration == 100 and edge.stop_reason == "patience"
+    assert edge.best_iteration in (100, 101) and edge.stop_reason == "patience"  # the warm-up's edge
     assert spread.best_iteration > 200 and spread.stop_reason == "patience"
     assert spread_psnr > edge_psnr + 2
