@@ -6,9 +6,10 @@
 Each candidate is the task's light preset (the fast preset for the names starting with "fast") with some
 settings changed (CANDIDATES below names them). Every case is fitted for ``--steps`` steps with no stopping,
 the PSNR of the returned image (the output average, or the raw iterate where the preset returns it) traced
-at every step against the clean image, so that each candidate's peak, the step and the seconds at which it comes, and how fast it falls afterwards are known. The
-seconds are the fit's own clock. Time to an automatically stopped result is ``time_to_result.py``'s measure;
-this one says which candidates are worth it. Nothing here is a test.
+at every step against the clean image, so that each candidate's peak, the step and the seconds at which it
+comes, and how fast it falls afterwards are known. The seconds are the fit's own clock. Time to an
+automatically stopped result is ``time_to_result.py``'s measure; this one says which candidates are worth
+it. Nothing here is a test.
 """
 
 from __future__ import annotations
