@@ -11,7 +11,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from .config import Overrides, Task, resolve_preset
+from .config import Overrides, Task, grown, resolve_preset
 from .layout import groups, needed_bytes
 from .memory import GiB, available_bytes
 from .pipeline import Plan, solve, solve_together
@@ -117,14 +117,14 @@ def estimate_run(plan: Plan, seconds_per_step: float | None = None) -> RunEstima
 def faster_choices(plan: Plan) -> list[str]:
     """What would make this run sooner, in words a user can act on."""
     choices = []
+    _, height, width = plan.observation.restored_shape
     if plan.device.type == "cpu":
         choices.append("a GPU")
     fast = resolve_preset("fast", plan.task, plan.device.type)
     if plan.preset.name != fast.name:
-        choices.append(f"--preset fast ({fast.stop.cap} steps at most)")
+        choices.append(f"--preset fast ({grown(fast, height, width).stop.cap} steps at most)")
     choices.append("fewer steps (--iters N)")
     if not plan.layout.split and plan.device.type == "cpu" and plan.preset.net == fast.net:
-        _, height, width = plan.observation.restored_shape
         if height * width > 2 * 256**2:
             choices.append("--tile 256 (the light net's fastest size per pixel on a CPU)")
     if plan.task is not Task.inpaint or not plan.layout.split:
