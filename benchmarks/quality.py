@@ -166,6 +166,7 @@ class Case:
 class Output(NamedTuple):
     image: np.ndarray  # float32 (H, W, C)
     params: str  # the settings used, in words, for the CSV
+    seconds: float | None = None  # where the call's own wall time is not the method's (dip-net: a shared fit)
 
 
 @dataclass(frozen=True)
@@ -270,12 +271,31 @@ def _fit(case: Case, **settings) -> Output:
     )
     runs = restoration.restarts or [restoration]
     stops = ",".join(f"{run.result.best_iteration}/{run.result.iterations} {run.result.stop_reason}" for run in runs)
-    return Output(restoration.picture.pixels, f"preset={restoration.preset.name} returned/steps={stops}")
+    params = f"preset={restoration.preset.name} returned/steps={stops}"
+    if restoration.refinement is not None:
+        # the net's own image from the same fit, for dip-net: the fit's seconds without the filter's
+        refinement = restoration.refinement
+        seconds = restoration.result.seconds - refinement["seconds"]
+        _NET_IMAGES[id(case.corrupted)] = Output(restoration.fitted, params + " (the net's image)", seconds)
+        params += f" wiener sigma={refinement['sigma']:.2f} ({refinement['sigma_from']}) {refinement['seconds']:.2f}s"
+    return Output(restoration.picture.pixels, params)
+
+
+_NET_IMAGES: dict[int, Output] = {}  # dip's last fits' own images, by their corrupted image
 
 
 def dip_default(case: Case) -> Output:
     """The library's defaults, as `dip restore` runs them: automatic stopping, no ground truth, no tuning."""
     return _fit(case, iterations=case.dip.iterations, preset=case.dip.preset)
+
+
+def dip_net(case: Case) -> Output:
+    """The default fit's net image, before the collaborative Wiener filter that ends Gaussian denoising: the
+    default before issue 26 wherever the preset is the same (fast at 128 px and up). Taken from the "dip" run of
+    the same case where that ran first (its fit's seconds less the filter's), fitted with --no-wiener if not."""
+    cached = _NET_IMAGES.pop(id(case.corrupted), None)
+    return cached if cached is not None else _fit(case, iterations=case.dip.iterations, preset=case.dip.preset,
+                                                  wiener=False)  # fmt: skip
 
 
 def dip_paper(case: Case) -> Output:
@@ -421,6 +441,7 @@ _BM3D_HINT = "pip install bm3d; its licence is non-commercial, so dip never depe
 _OPENCV_HINT = "pip install opencv-python-headless"
 METHODS: dict[str, Method] = {
     "dip": Method(dip_default, ALL),
+    "dip-net": Method(dip_net, NOISE),
     "dip-paper": Method(dip_paper, ALL),
     "dip-restarts": Method(dip_restarts, ALL, _restarts_unavailable),
     "tv": Method(tv, NOISE),
@@ -465,7 +486,7 @@ def run_image(name: str, clean: np.ndarray, methods: list[str], args, write: Cal
                     continue
                 started = time.perf_counter()
                 output = method.run(case)
-                seconds = time.perf_counter() - started
+                seconds = time.perf_counter() - started if output.seconds is None else output.seconds
                 row = {
                     "task": corruption,
                     "image": name,
@@ -639,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dip-preset", default="auto", help="preset of dip and dip-restarts (default: dip's own)")
     parser.add_argument("--csv", type=Path, default=ROOT / "out" / "quality.csv")
     parser.add_argument("--markdown", type=Path, default=ROOT / "out" / "quality.md")
+    parser.add_argument("--json", type=Path, help="also every row with the commit, machine, versions and command")
     parser.add_argument("--from-csv", type=Path, nargs="+", help="no runs: the tables of earlier runs' CSV files")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -709,7 +731,32 @@ def main(argv: list[str] | None = None) -> int:
     args.markdown.write_text(table)
     print(table)
     print(f"# wrote {args.csv} and {args.markdown}")
+    if args.json:
+        write_json(args.json, rows, machine, header[-1].removeprefix("Command: "))
     return 0
+
+
+def write_json(path: Path, rows: list[dict], machine: str, command: str) -> None:
+    """The rows with what is needed to rebuild their table and to know what measured them."""
+    import json
+    import subprocess
+
+    def git(*words: str) -> str:
+        return subprocess.run(["git", *words], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    record = {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "machine": machine,
+        "threads": torch.get_num_threads(),
+        "versions": {"dip": dip.__version__, "torch": torch.__version__, "python": platform.python_version(),
+                     "scikit-image": skimage.__version__},  # fmt: skip
+        "command": command,
+        "rows": rows,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"# wrote {path}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ def restore(
     window: int | None = None,
     patience: int | None = None,
     noise_floor: float | None = None,
+    noise: str = "auto",
+    sigma: float | None = None,
+    wiener: bool | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     reference: Picture | str | Path | None = None,
@@ -59,6 +62,9 @@ def restore(
     ``stop`` is auto | spread | wmv | emv | off (None or auto: the preset's); with stopping on, ``iterations`` is
     the cap. With a ``reference``, PSNR against it is tracked every ``track_every`` steps for the record; it never
     steers the fit.
+    ``noise`` (auto, gaussian, poisson, impulse) is denoising's noise model: it picks the loss (l1 for impulses)
+    and, with preset auto, the preset; Gaussian noise ends with a collaborative Wiener filter (``wiener=False``:
+    the net's image as it is) at ``sigma`` (0-255 scale; None: estimated from the input).
     ``snapshots`` (a schedule, see dip.snapshots.parse_schedule) keeps those iterates, and the returned and last
     ones, as files in ``snapshot_dir`` with ``snapshots.json`` beside them.
 
@@ -78,7 +84,7 @@ def restore(
     (see dip.layout). ``keep_known`` (None: for inpainting) makes the known pixels of the output the input's own,
     bit for bit; False returns the net's image everywhere. A split image's record has ``split``.
     """
-    overrides = Overrides(iterations, lr, loss, stop, window, patience, noise_floor)
+    overrides = Overrides(iterations, lr, loss, stop, window, patience, noise_floor, wiener, noise, sigma)
     plan = prepare(
         image,
         task=task,

@@ -373,7 +373,7 @@ class FolderRun:
 
     def restore_many(self, chunk: list[Job]) -> list[dict | Exception]:
         """Up to ``parallel`` images: those of one task, size, channel count and preset are fitted together."""
-        from .pipeline import solve, solve_together
+        from .pipeline import finished, solve, solve_together
 
         if self.interrupt.is_set():
             raise Abandoned
@@ -406,6 +406,7 @@ class FolderRun:
                         observe=None if progress is None else first_only,
                         interrupt=self.interrupt,
                     )
+                    restorations = [finished(plan, r) for (_, plan), r in zip(members, restorations, strict=True)]
             except Exception as error:  # the group's failure is each of its images' failure
                 outcomes.update({job.name: error for job, _ in members})
                 continue

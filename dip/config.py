@@ -207,6 +207,9 @@ class Preset:
     net: NetConfig = field(default_factory=NetConfig)
     fit: FitConfig = field(default_factory=FitConfig)  # fit.iterations: the fixed count when stopping is off
     stop: StopConfig = field(default_factory=StopConfig)
+    # Gaussian denoising ends with dip.denoise.finish, a collaborative Wiener filter with the net's image in its
+    # pilot: +1.2 dB at 128 px, sigma 25 (README, "Denoising").
+    wiener: bool = False
 
 
 # The paper's per-task settings, from the reference notebooks (see ../shared/data/README.md). Their detector stays
@@ -219,6 +222,7 @@ PAPER_DENOISE = Preset(
     NetConfig(scales=5, channels_down=128, channels_up=128, channels_skip=4, input_depth=32),
     FitConfig(iterations=3000, lr=0.01, reg_noise_std=1 / 30, average=0.99),
     replace(PAPER_STOP, cap=6000),
+    wiener=True,
 )
 PAPER_JPEG = Preset(
     "paper-jpeg",
@@ -268,6 +272,7 @@ LIGHT_DENOISE = Preset(
     NetConfig(scales=5, channels_down=32, channels_up=32, channels_skip=4, input_depth=16),
     FitConfig(iterations=1200, lr=0.01, reg_noise_std=1 / 30, average=0.99),
     LIGHT_STOP,
+    wiener=True,
 )
 LIGHT_JPEG = Preset(
     "light-jpeg",
@@ -326,6 +331,7 @@ def _fast(light: Preset, net_name: str) -> Preset:
         light.net,
         replace(light.fit, iterations=FAST_STOP.cap, **FAST_SCHEDULE),
         FAST_STOP,
+        light.wiener,
     )
 
 
@@ -402,16 +408,36 @@ PRESET_FAMILIES = ("auto", "paper", "light", "fast")
 FAST_TASKS = (Task.denoise, Task.jpeg, Task.inpaint)
 
 
+NOISES = ("auto", "gaussian", "poisson", "impulse")  # see dip.denoise
+
+# px^2: below this fit area (a small image, tile or window) auto takes the light presets on a CPU, not the fast
+# ones; and for any noise but Gaussian (issue 26: at 64 px the fast presets' peak was 1.7 dB lower on Gaussian,
+# photon and impulse noise; on impulses they ran to their cap with the peak at 320-390 steps).
+FAST_FROM_AREA = 128 * 128
+
+
 def resolve_preset(
-    name: str, task: Task, device_type: str, *, scattered_mask: bool = False, scale: int | None = None
+    name: str,
+    task: Task,
+    device_type: str,
+    *,
+    scattered_mask: bool = False,
+    scale: int | None = None,
+    noise: str = "gaussian",
+    area: int | None = None,
 ) -> Preset:
-    """``auto`` takes the paper's net on a GPU and the fast presets elsewhere; a family name picks by task, and
+    """``auto`` takes the paper's net on a GPU; on a CPU the fast presets for Gaussian noise (or no noise) on fits
+    of at least FAST_FROM_AREA pixels (``area``: the largest fit's; None: large), the light ones otherwise. A
+    family name picks by task, and
     "paper" for inpainting also by the mask: ``scattered_mask`` (see dip.degradations.is_scattered) takes
     paper-scattered, the net of the paper's own Barbara run; for super-resolution by 8, paper-sr8. "fast" is the
     light nets on a shorter schedule; for super-resolution and deblurring it is the light presets themselves."""
     task = Task(task)
-    if name == "auto":
-        name = "paper" if device_type == "cuda" else "fast"
+    if name == "auto" and device_type == "cuda":
+        name = "paper"
+    elif name == "auto":
+        small = area is not None and area < FAST_FROM_AREA
+        name = "light" if small or noise != "gaussian" else "fast"
     if name == "fast" and task not in FAST_TASKS:
         name = "light"
     if name == "paper" and task is Task.inpaint and scattered_mask:
@@ -460,6 +486,9 @@ class Overrides:
     window: int | None = None
     patience: int | None = None
     noise_floor: float | None = None
+    wiener: bool | None = None  # False: return the net's image, without dip.denoise's collaborative filter
+    noise: str = "auto"  # denoising's noise model, one of NOISES (auto: impulse if the input shows them)
+    sigma: float | None = None  # the noise's standard deviation on the 0-255 scale (None: estimated)
 
     def __post_init__(self) -> None:
         if self.iterations is not None and self.iterations < 1:
@@ -472,6 +501,10 @@ class Overrides:
             raise UsageError(f"--stop must be one of {', '.join(STOP_RULES)}, not {self.stop!r}")
         if self.noise_floor is not None and not 0 <= self.noise_floor < 1:
             raise UsageError(f"--noise-floor must be in [0, 1) (0 = off), not {self.noise_floor}")
+        if self.noise not in NOISES:
+            raise UsageError(f"--noise must be one of {', '.join(NOISES)}, not {self.noise!r}")
+        if self.sigma is not None and not 0 < self.sigma < 255:
+            raise UsageError(f"--sigma is the noise's standard deviation on the 0-255 scale, in (0, 255), not {self.sigma}")
         for name, value, least in (("--window", self.window, 2), ("--patience", self.patience, 1)):
             if value is not None and value < least:
                 raise UsageError(f"{name} must be at least {least}, not {value}")
@@ -490,7 +523,7 @@ class Overrides:
         fit_cfg = replace(preset.fit, **_given(iterations=self.iterations or steps, lr=self.lr, loss=self.loss))
         if self.iterations:  # the count asked for is the count run, whatever the image's size
             stop_cfg = replace(stop_cfg, cap_growth=0)
-        return replace(preset, fit=fit_cfg, stop=stop_cfg)
+        return replace(preset, fit=fit_cfg, stop=stop_cfg, **_given(wiener=self.wiener))
 
 
 NO_OVERRIDES = Overrides()  # every preset value kept

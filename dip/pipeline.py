@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 from .checkpoint import fingerprint_of, load_checkpoint, save_checkpoint
 from .config import NO_OVERRIDES, Loss, Overrides, Preset, Task, grown, resolve_preset
 from .degradations import is_scattered
+from .denoise import choose_noise, noise_floor_variance, refined, refines
 from .device import resolve_device
 from .errors import DeviceError, InputError, UsageError
 from .fit import FitResult, Step, fit, fit_parallel
@@ -34,7 +36,7 @@ from .operators import Blur, Downsample, Identity, Mask, Observation, Operator, 
 from .report import report_path, write_report, write_sidecar
 from .restoration import Restoration, averaged, restart_seed, scores
 from .snapshots import Snapshot, SnapshotPlan, SnapshotRecorder, make_pictures
-from .stopping import make_detector, noise_variance
+from .stopping import make_detector
 from .tiles import Box
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
@@ -134,6 +136,8 @@ class Plan:
     reference: Picture | None = None  # the clean image, for the scores only
     layout: Layout | None = None  # None: one fit of the whole image
     keep_known: bool = False  # the output's observed pixels are the input's own (inpainting)
+    noise: str = "gaussian"  # denoising's noise model (dip.denoise.NOISES less auto)
+    sigma: float | None = None  # the noise's standard deviation on the 0-255 scale, where the user knows it
 
     @property
     def split(self) -> bool:
@@ -183,7 +187,8 @@ def prepare(
     dip.operators.blur_kernel) for deblurring. ``tile``: auto, 0 (never split) or a tile size in output pixels;
     ``keep_known`` (None: for inpainting) makes the output's known pixels the input's own, bit for bit;
     ``prefer_whole``: the run needs one fit (snapshots, checkpoints, restarts), so auto splits only what does not
-    fit."""
+    fit. ``overrides.noise`` (see dip.denoise) picks a denoising run's loss and preset; ``overrides.sigma``, the
+    noise's standard deviation on the 0-255 scale, replaces the estimate from the input."""
     source = image.path if isinstance(image, Picture) else Path(image)
     chosen_task = choose_task(task, has_mask=mask is not None, source=source, scale=scale, blur=blur)
     device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -192,13 +197,19 @@ def prepare(
     operator = operator_for(chosen_task, known, scale, blur)
     operator.check(*picture.pixels.shape[:2])
     observation = Observation(picture.to_tensor(), operator)
+    noise = choose_noise(overrides.noise, chosen_task, observation.y)
+    if noise == "impulse" and overrides.loss is None:
+        overrides = dataclasses.replace(overrides, loss=Loss.l1)  # an impulse cannot pull an L1 fit far
     channels, height, width = observation.restored_shape
     reference_picture = None if reference is None else load_picture(reference)
     if reference_picture is not None:
         _check_reference(reference_picture, picture, (height, width))
+    asked = preset
     if not isinstance(preset, Preset):
         scattered = known is not None and is_scattered(known)  # "paper" then takes the paper's Barbara net
-        preset = resolve_preset(preset, chosen_task, device.type, scattered_mask=scattered, scale=scale)
+        pick = functools.partial(resolve_preset, asked, chosen_task, device.type, scattered_mask=scattered,
+                                 scale=scale, noise=noise)  # fmt: skip
+        preset = pick(area=height * width)
     chosen = overrides.apply(preset)
     keep = chosen_task is Task.inpaint if keep_known is None else keep_known
     if keep and chosen_task is not Task.inpaint:
@@ -210,20 +221,11 @@ def prepare(
     fitted = (height, width)
     if layout.split:
         fitted = max(layout.boxes, key=lambda box: box.area).scaled(operator.factor).size
+        if asked == "auto":  # small tiles or windows take the preset of a small image (the nets are the same)
+            chosen = overrides.apply(pick(area=fitted[0] * fitted[1]))
     chosen = grown(chosen, *fitted)
-    return Plan(picture, chosen_task, chosen, device, observation, seed, reference_picture, layout, keep)
-
-
-def _noise(plan: Plan) -> float | None:
-    """The input's noise variance where the loss models the corruption as white noise (denoising with L2 of the
-    image itself), for the detector's noise floor; None elsewhere (JPEG blocks, impulses, holes are not such
-    noise)."""
-    preset = plan.preset
-    if plan.task is not Task.denoise or plan.observation.operator.known is not None or preset.fit.loss is not Loss.l2:
-        return None
-    if preset.stop.resolved_rule == "off" or preset.stop.noise_floor == 0:
-        return None
-    return noise_variance(plan.observation.y)
+    return Plan(picture, chosen_task, chosen, device, observation, seed, reference_picture, layout, keep, noise,
+                overrides.sigma)
 
 
 def _tracker(plan: Plan, every: int) -> ReferenceTracker | None:
@@ -275,9 +277,10 @@ def solve(
             )
         from .split import solve_split
 
-        return solve_split(plan, observe=observe, interrupt=interrupt, on_region=on_region)
+        return finished(plan, solve_split(plan, observe=observe, interrupt=interrupt, on_region=on_region))
     if restarts == 1:
-        return _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every, resume, track_every)
+        one = _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every, resume, track_every)
+        return finished(plan, one)
     if snapshots is not None or checkpoint is not None or resume:
         raise UsageError("restarts average several fits: they do not go with snapshots or checkpoints")
     seeded = [dataclasses.replace(plan, seed=restart_seed(plan.seed, k)) for k in range(restarts)]
@@ -291,13 +294,21 @@ def solve(
             for k, restart in enumerate(seeded)
             if k == 0 or interrupt is None or not interrupt.is_set()
         ]
-    return averaged(runs, plan.seed, plan.reference, at_once=at_once)
+    return finished(plan, averaged(runs, plan.seed, plan.reference, at_once=at_once))
+
+
+def finished(plan: Plan, restoration: Restoration | None) -> Restoration | None:
+    """The restoration as returned: on Gaussian noise finished by dip.denoise's filter, unless interrupted (the
+    user asked for the image as it stood). None (another process's share of a split run) stays None."""
+    if restoration is None or not refines(plan) or restoration.result.stop_reason == "interrupted":
+        return restoration
+    return refined(plan, restoration)
 
 
 def _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every, resume, track_every) -> Restoration:
     preset = plan.preset
     tracker = _tracker(plan, track_every)
-    detector = make_detector(preset.stop, _noise(plan), preset.fit.average)
+    detector = make_detector(preset.stop, noise_floor_variance(plan), preset.fit.average)
     recorder = None
     if snapshots is not None:
         source = plan.picture.path
@@ -396,7 +407,8 @@ def solve_together(
 ) -> list[Restoration]:
     """Plans of one size, task and preset fitted at once, one net each (see dip.parallel): the same result per
     image as :func:`solve` with its seed, and a better-used device. No snapshots or checkpoints. ``interrupt``
-    ends every fit after the current step, each returning its best so far."""
+    ends every fit after the current step, each returning its best so far. The nets' images, not yet
+    :func:`finished`: the caller finishes each (a split run joins its boxes first)."""
     first = plans[0]
     preset, device = first.preset, first.device
     channels, height, width = first.observation.restored_shape
@@ -416,7 +428,7 @@ def solve_together(
         preset.fit,
         seeds=[plan.seed for plan in plans],
         device=device,
-        detectors=[make_detector(preset.stop, _noise(plan), preset.fit.average) for plan in plans],
+        detectors=[make_detector(preset.stop, noise_floor_variance(plan), preset.fit.average) for plan in plans],
         observe=watch,
         interrupt=interrupt,
     )
@@ -466,6 +478,8 @@ def write(
     finished run's checkpoint is removed: there is nothing left to resume."""
     write_image(output, restoration.picture)
     record = {"input": str(inputs["input"]), "output": str(output), **restoration.record()}
+    if plan.task is Task.denoise:
+        record["noise"] = plan.noise
     for role in ("mask", "reference"):
         if inputs.get(role) is not None:
             record[role] = str(inputs[role])

@@ -8,6 +8,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
@@ -36,6 +37,8 @@ class Restoration:
     operator: Operator | None = field(default=None, repr=False)
     split: dict | None = field(default=None, repr=False)  # tiles or windows: the layout and every box's fit
     keep_known: bool = False  # the observed pixels are the input's own (inpainting)
+    refinement: dict | None = None  # how dip.denoise finished the net's image, where it did
+    fitted: np.ndarray | None = field(default=None, repr=False)  # the net's own image (H, W, C), where finished
 
     def record(self) -> dict:
         """Everything needed to reproduce and judge the run, as plain JSON-able values."""
@@ -63,6 +66,7 @@ class Restoration:
             "threads": torch.get_num_threads(),
             **({"snapshot_dir": str(self.snapshot_dir)} if self.snapshot_dir is not None else {}),
             **({"split": self.split} if self.split is not None else {}),
+            **({"refinement": self.refinement} if self.refinement is not None else {}),
             **(
                 {"restarts": [_restart_record(r) for r in self.restarts], "restarts_at_once": self.restarts_at_once}
                 if self.restarts

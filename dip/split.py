@@ -29,8 +29,8 @@ def region_plan(plan: Plan, box: Box) -> Plan:
     picture = Picture(plan.picture.pixels[rows, cols], None, plan.picture.bit_depth, plan.picture.mode, None)
     return dataclasses.replace(
         plan, picture=picture, observation=Observation(y, observation.operator.crop(box)), reference=None,
-        layout=None, keep_known=False,
-    )  # fmt: skip
+        layout=None, keep_known=False, preset=dataclasses.replace(plan.preset, wiener=False),
+    )  # fmt: skip  (the whole image is finished by the filter once its boxes are joined: see pipeline.finished)
 
 
 def solve_split(

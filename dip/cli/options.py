@@ -103,6 +103,25 @@ _OVERRIDES = {
             "noise variance (0 = off) [0.8]."
         ),
     ],
+    "noise": Annotated[
+        str,
+        typer.Option(
+            help="Denoising: gaussian | poisson (photon noise) | impulse (salt and pepper: fitted with l1) | auto "
+            "(impulse where the input shows impulses, gaussian otherwise) [auto]."
+        ),
+    ],
+    "sigma": Annotated[
+        float | None,
+        typer.Option(help="Gaussian noise's standard deviation on the 0-255 scale, where known [estimated]."),
+    ],
+    "wiener": Annotated[
+        bool | None,
+        typer.Option(
+            "--wiener/--no-wiener",
+            help="Gaussian denoising: finish the net's image with a collaborative Wiener filter [on].",
+            show_default=False,
+        ),
+    ],
     "lr": Annotated[float | None, typer.Option(help="Adam learning rate [default: the preset's].")],
     "loss": Annotated[str | None, typer.Option(help="l2 (default) or l1 (robust to impulse noise).")],
 }
@@ -118,7 +137,7 @@ def takes_overrides(command):
             parameters.append(parameter)
             continue
         parameters += [
-            inspect.Parameter(name, parameter.kind, default=None, annotation=annotation)
+            inspect.Parameter(name, parameter.kind, default="auto" if name == "noise" else None, annotation=annotation)
             for name, annotation in _OVERRIDES.items()
         ]
 
