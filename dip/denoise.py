@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the pipeline imports this module
 # photographs (clipped highlights and shadows included) the share was below 0.1 %.
 IMPULSE_SHARE = 0.01
 _IMPULSE_DISTANCE = 0.25  # how far from the 3 x 3 median an extreme pixel must be to count as an impulse
+_IMPULSE_RATIO = 3.0  # how many times commoner than other outliers the extreme ones must be
 # The filter's settings, chosen at 128 px on the nine tuning photographs at sigma 25 (README): matched groups of up
 # to 16 patches, and two passes, the second with the first's output as its pilot.
 _GROUP = 16
@@ -42,12 +43,16 @@ _HARD_MATCH = 2500.0  # BM3D's matching threshold for its hard-thresholding stag
 
 
 def impulse_share(y: torch.Tensor) -> float:
-    """The share of the pixels of a (1, C, H, W) image in [0, 1] that look like impulses."""
+    """The share of the pixels of a (1, C, H, W) image in [0, 1] that look like impulses: black or white and far
+    from their 3 x 3 median, where such outliers are no rarer among the other pixels (Gaussian or photon noise
+    clipped at black and white makes them too, but as a few of many outliers); 0 where they are."""
     padded = F.pad(y.float(), (1, 1, 1, 1), mode="replicate")
     median = padded.unfold(2, 3, 1).unfold(3, 3, 1).reshape(*y.shape, 9).median(dim=-1).values
     extreme = (y <= 0.0) | (y >= 1.0)
-    impulses = (extreme & ((y - median).abs() > _IMPULSE_DISTANCE)).any(dim=1)
-    return float(impulses.float().mean())
+    outlier = (y - median).abs() > _IMPULSE_DISTANCE
+    impulses = float((extreme & outlier).float().mean())
+    others = float((~extreme & outlier).float().mean())
+    return impulses if impulses > _IMPULSE_RATIO * others else 0.0
 
 
 def choose_noise(noise: str, task: Task, y: torch.Tensor) -> str:
@@ -56,6 +61,7 @@ def choose_noise(noise: str, task: Task, y: torch.Tensor) -> str:
     models a noise; other tasks get "gaussian", which changes nothing for them."""
     if noise not in NOISES:  # Overrides checks the command line's; this is the library's own call
         raise UsageError(f"noise must be one of {', '.join(NOISES)}, not {noise!r}")
+    task = Task(task)
     if task is not Task.denoise:
         if noise != "auto":
             raise UsageError(f"--noise models the noise of a denoising run; this run's task is {task.value}")
