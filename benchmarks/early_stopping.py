@@ -54,6 +54,7 @@ from PIL import Image
 from dip import degradations
 from dip.config import PRESETS, Loss, StopConfig, Task, resolve_preset
 from dip.degradations import is_scattered
+from dip.denoise import choose_noise
 from dip.fit import iterate
 from dip.metrics import psnr
 from dip.nets import build_net, make_input
@@ -138,8 +139,11 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 def run_case(clean: np.ndarray, corruption: str, seed: int, args, variant: str = "plain") -> dict:
     corrupted, known, task, loss = corrupt(clean, corruption, seed)
     # the preset dip itself would pick: a mask of scattered pixels (drop50) takes the -scattered net
+    # and the noise model --noise auto reads from the input picks the preset by noise and size (issue 26)
     scattered = known is not None and is_scattered(known)
-    preset = resolve_preset(args.preset, task, "cpu" if args.device == "cpu" else args.device, scattered_mask=scattered)
+    noise = choose_noise("auto", task, _tensor(corrupted))
+    preset = resolve_preset(args.preset, task, "cpu" if args.device == "cpu" else args.device, scattered_mask=scattered,
+                            noise=noise, area=clean.shape[0] * clean.shape[1])  # fmt: skip
     # The average is always computed (it does not change the optimisation), so that both candidates for the
     # returned image, raw iterate and output average, are measured on every case.
     fit_cfg = replace(
