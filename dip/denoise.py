@@ -39,6 +39,8 @@ _IMPULSE_RATIO = 3.0  # how many times commoner than other outliers the extreme 
 # to 16 patches, and two passes, the second with the first's output as its pilot.
 _GROUP = 16
 _PASSES = 2
+_SMALLEST = 16  # px
+_LEAST_SIGMA = 0.5 / 255  # below half a grey level, no noise worth filtering
 _HARD_MATCH = 2500.0  # BM3D's matching threshold for its hard-thresholding stage (0-255 scale)
 
 
@@ -92,9 +94,11 @@ def noise_floor_variance(plan: Plan) -> float | None:
 
 
 def refines(plan: Plan) -> bool:
-    """Whether the run ends with the collaborative filter: Gaussian noise, fitted with L2, the preset's choice."""
+    """Whether the run ends with the collaborative filter: Gaussian noise, fitted with L2, the preset's choice, on
+    an image of at least two patches each way (a thinner one has too few patches to match)."""
     return (
-        plan.task is Task.denoise
+        min(plan.observation.y.shape[-2:]) >= _SMALLEST
+        and plan.task is Task.denoise
         and plan.noise == "gaussian"
         and plan.preset.wiener
         and plan.preset.fit.loss is Loss.l2
@@ -104,8 +108,8 @@ def refines(plan: Plan) -> bool:
 
 def finish(noisy: torch.Tensor, fitted: torch.Tensor, sigma: float) -> torch.Tensor:
     """The final image from the noisy one and the net's (both C x H x W in [0, 1]) at noise level ``sigma``."""
-    if not sigma > 0:
-        return fitted  # no noise seen: nothing for the filter to take out
+    if not sigma > _LEAST_SIGMA:
+        return fitted  # no noise seen (a flat or synthetic image): nothing for the filter to take out
     basic = collaborative_wiener(noisy, noisy, sigma, shrink="hard", group=_GROUP, match=_HARD_MATCH)
     pilot = (fitted + basic) / 2
     for _ in range(_PASSES):
@@ -136,7 +140,8 @@ def refined(plan: Plan, restoration: Restoration) -> Restoration:
     }
     if metrics and plan.reference is not None:
         clean = plan.reference.pixels
-        refinement["fit_psnr"], refinement["fit_ssim"] = metrics.get("psnr"), metrics.get("ssim")
+        refinement["fit_psnr"] = round(metrics["psnr"], 4)
+        refinement["fit_ssim"] = round(metrics["ssim"], 4)
         metrics.update(psnr=psnr(image, clean), ssim=ssim(image, clean))
     return dataclasses.replace(
         restoration,

@@ -125,6 +125,13 @@ def collaborative_wiener(
             distances.append(summed[:, band_rows - top][:, :, cols])
         distance = torch.stack(distances).reshape(span * span, len(band_rows), len(cols))
         distance = distance.permute(1, 2, 0).reshape(-1, span * span)
+        # Candidates outside the image are never matched, whatever the pilot holds (the padding alone would not
+        # keep them out of a pilot with values near _FAR or with NaN).
+        offset = torch.arange(span) - radius
+        row_ok = (band_rows[:, None] + offset[None, :] >= 0) & (band_rows[:, None] + offset[None, :] <= last_row)
+        col_ok = (cols[:, None] + offset[None, :] >= 0) & (cols[:, None] + offset[None, :] <= last_col)
+        inside = (row_ok[:, None, :, None] & col_ok[None, :, None, :]).reshape(-1, span * span)
+        distance = torch.where(inside, torch.nan_to_num(distance, nan=_FAR**2), torch.inf)
         nearest = distance.topk(group, dim=1, largest=False)  # (references, group), self first
         ref_y = band_rows[:, None].expand(-1, len(cols)).reshape(-1, 1)
         ref_x = cols[None, :].expand(len(band_rows), -1).reshape(-1, 1)

@@ -263,7 +263,9 @@ def test_stop_off_runs_exactly_iters_and_json_tells_where_it_stopped(capsys, ima
     record = json.loads(out)
     assert record["iterations"] == record["stopped_at"] == record["best_iteration"] == 7
     assert record["stop_reason"] == "cap" and record["stop"]["rule"] == "off"
-    assert record["peak_iteration"] in (1, 7) and record["peak_psnr"] >= record["psnr"] - 1e-6
+    # the peak is the net's; the Wiener filter that finishes a Gaussian denoise may go past it
+    net_psnr = record["refinement"]["fit_psnr"] if "refinement" in record else record["psnr"]
+    assert record["peak_iteration"] in (1, 7) and record["peak_psnr"] >= net_psnr - 1e-4
 
 
 def test_stop_options_reach_the_detector(capsys, images, tmp_path):

@@ -255,7 +255,7 @@ def test_the_estimate_says_what_the_run_would_do_and_writes_nothing(capsys, tmp_
     assert found["seconds"] == pytest.approx(found["seconds_per_step"] * 2000 * 4, rel=0.02)
     assert found["needed_bytes"] > 0 and "a GPU" in found["faster"]
     code, out, err = run(capsys, "restore", tmp_path / "in.png", "--estimate")
-    assert code == 0 and out.startswith("64x64 denoise with fast-denoise on cpu, whole:") and "s a step" in out
+    assert code == 0 and out.startswith("64x64 denoise with light-denoise on cpu, whole:") and "s a step" in out
     assert sorted(tmp_path.iterdir()) == before
 
 

@@ -100,6 +100,7 @@ def restore(
 
     from ..layout import parse_tile
     from ..pipeline import checkpoint_path, prepare, solve, write
+    from ..pipeline import finished
     from ..split import solve_split
 
     output = output if output is not None else input.with_name(f"{input.stem}.restored.png")
@@ -141,6 +142,7 @@ def restore(
             group.destroy_process_group()
             if restoration is None:
                 return  # rank 0 blends and writes
+            restoration = finished(plan, restoration)
         else:
             restoration = solve(
                 plan,
