@@ -504,7 +504,9 @@ class Overrides:
         if self.noise not in NOISES:
             raise UsageError(f"--noise must be one of {', '.join(NOISES)}, not {self.noise!r}")
         if self.sigma is not None and not 0 < self.sigma < 255:
-            raise UsageError(f"--sigma is the noise's standard deviation on the 0-255 scale, in (0, 255), not {self.sigma}")
+            raise UsageError(
+                f"--sigma is the noise's standard deviation on the 0-255 scale, in (0, 255), not {self.sigma}"
+            )
         for name, value, least in (("--window", self.window, 2), ("--patience", self.patience, 1)):
             if value is not None and value < least:
                 raise UsageError(f"{name} must be at least {least}, not {value}")

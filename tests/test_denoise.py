@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import small_image
 from dip.api import restore
 from dip.config import Overrides, resolve_preset
 from dip.degradations import add_gaussian_noise, add_salt_and_pepper, add_shot_noise
@@ -13,6 +12,8 @@ from dip.errors import UsageError
 from dip.io import Picture
 from dip.metrics import psnr
 from dip.wiener import collaborative_wiener
+
+from conftest import small_image
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:

@@ -19,7 +19,8 @@ def _pair(size: int = 24) -> tuple[Picture, Picture]:
 
 def test_restarts_return_the_mean_of_the_single_fits():
     noisy, clean = _pair()
-    settings = dict(preset="light", iterations=6, stop="off", reference=clean, wiener=False)  # the mean of the nets, unfinished
+    # the mean of the nets' images, before the filter that would finish it
+    settings = dict(preset="light", iterations=6, stop="off", reference=clean, wiener=False)
     averaged = restore(noisy, seed=4, restarts=3, **settings)
     singles = [restore(noisy, seed=restart_seed(4, k), **settings) for k in range(3)]
     expected = torch.stack([single.result.image for single in singles]).mean(dim=0)

@@ -99,8 +99,7 @@ def restore(
         raise UsageError("--snapshot-dir needs --snapshots SPEC (e.g. log:12)")
 
     from ..layout import parse_tile
-    from ..pipeline import checkpoint_path, prepare, solve, write
-    from ..pipeline import finished
+    from ..pipeline import checkpoint_path, finished, prepare, solve, write
     from ..split import solve_split
 
     output = output if output is not None else input.with_name(f"{input.stem}.restored.png")
