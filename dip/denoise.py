@@ -1,4 +1,5 @@
 """The noise in an image dip denoises, and the collaborative filter that finishes a fit on Gaussian noise.
+Its functions take a dip.pipeline.Plan (the pipeline imports this module, so the type is not imported here).
 
 Which noise decides the loss and the preset (see dip.config.resolve_preset): impulses (salt and pepper) are fitted
 with L1, which a pixel that is wholly wrong cannot pull far; Gaussian and photon (Poisson) noise with L2. Gaussian
@@ -14,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +24,6 @@ from .errors import UsageError
 from .metrics import psnr, ssim
 from .stopping import noise_variance
 from .wiener import collaborative_wiener
-
-if TYPE_CHECKING:  # the pipeline imports this module
-    from .pipeline import Plan
-    from .restoration import Restoration
 
 # Share of pixels that are impulses (black or white and far from their neighbourhood's median) above which auto
 # takes the noise for salt and pepper: 1 % of impulses is already visible, and on clean and Gaussian-noisy
@@ -73,7 +69,7 @@ def choose_noise(noise: str, task: Task, y: torch.Tensor) -> str:
     return noise
 
 
-def sigma_of(plan: Plan) -> float:
+def sigma_of(plan) -> float:
     """The noise's standard deviation on the 0-1 scale: the user's, or estimated from the input."""
     if plan.sigma is not None:
         return plan.sigma / 255.0
@@ -81,7 +77,7 @@ def sigma_of(plan: Plan) -> float:
     return variance**0.5 if math.isfinite(variance) else 0.0  # NaN: a flat image, where no noise is seen
 
 
-def noise_floor_variance(plan: Plan) -> float | None:
+def noise_floor_variance(plan) -> float | None:
     """The input's noise variance where the loss models the corruption as white noise (denoising with L2 of the
     image itself), for the detector's noise floor; None elsewhere (JPEG blocks, impulses, holes are not such
     noise)."""
@@ -93,7 +89,7 @@ def noise_floor_variance(plan: Plan) -> float | None:
     return sigma_of(plan) ** 2
 
 
-def refines(plan: Plan) -> bool:
+def refines(plan) -> bool:
     """Whether the run ends with the collaborative filter: Gaussian noise, fitted with L2, the preset's choice, on
     an image of at least two patches each way (a thinner one has too few patches to match)."""
     return (
@@ -117,7 +113,7 @@ def finish(noisy: torch.Tensor, fitted: torch.Tensor, sigma: float) -> torch.Ten
     return pilot.clamp(0, 1)
 
 
-def refined(plan: Plan, restoration: Restoration) -> Restoration:
+def refined(plan, restoration):
     """The restoration with its image finished by the collaborative filter; the record says how, with the net's
     own scores beside the final ones."""
     start = time.perf_counter()
