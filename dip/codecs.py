@@ -30,6 +30,7 @@ class Decoded(NamedTuple):
     bit_depth: int
     mode: str
     notes: tuple[str, ...] = ()  # things worth a warning, e.g. clipped float values
+    coding: object = None  # a JPEG file's dip.jpeg.Coding
 
 
 class Unsupported(Exception):

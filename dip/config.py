@@ -208,7 +208,8 @@ class Preset:
     fit: FitConfig = field(default_factory=FitConfig)  # fit.iterations: the fixed count when stopping is off
     stop: StopConfig = field(default_factory=StopConfig)
     # Gaussian denoising ends with dip.denoise.finish, a collaborative Wiener filter with the net's image in its
-    # pilot: +1.2 dB at 128 px, sigma 25 (README, "Denoising").
+    # pilot: +1.2 dB at 128 px, sigma 25 (README, "Denoising"); a JPEG file's restoration with dip.jpeg.finish,
+    # the same filter between two projections onto the file's quantisation intervals.
     wiener: bool = False
 
 
@@ -236,6 +237,7 @@ PAPER_JPEG = Preset(
     ),
     FitConfig(iterations=2400, lr=0.01, reg_noise_std=1 / 30, average=0.99),
     replace(PAPER_STOP, cap=6000),
+    wiener=True,
 )
 PAPER_INPAINT = Preset(
     "paper-inpaint",
@@ -286,6 +288,7 @@ LIGHT_JPEG = Preset(
     ),
     FitConfig(iterations=1200, lr=0.01, reg_noise_std=1 / 30, average=0.99),
     LIGHT_STOP,
+    wiener=True,
 )
 LIGHT_INPAINT = Preset(
     "light-inpaint",

@@ -118,22 +118,27 @@ def refined(plan, restoration):
     own scores beside the final ones."""
     start = time.perf_counter()
     sigma = sigma_of(plan)
-    fitted = restoration.result.image
-    image = finish(plan.observation.y[0], fitted[0], sigma)[None]
-    seconds = time.perf_counter() - start
-    result = dataclasses.replace(
-        restoration.result,
-        image=image,
-        returned=f"{restoration.result.returned}, then a collaborative Wiener filter",
-        seconds=restoration.result.seconds + seconds,
-    )
-    metrics = dict(restoration.metrics)
+    image = finish(plan.observation.y[0], restoration.result.image[0], sigma)[None]
     refinement = {
         "method": "collaborative Wiener filter, pilot: the net's image and a hard-thresholded estimate",
         "sigma": round(sigma * 255, 3),
         "sigma_from": "given" if plan.sigma is not None else "estimated",
-        "seconds": round(seconds, 3),
     }
+    return with_finished_image(plan, restoration, image, refinement, "a collaborative Wiener filter", start)
+
+
+def with_finished_image(plan, restoration, image: torch.Tensor, refinement: dict, how: str, start: float):
+    """The restoration with ``image`` (1, C, H, W), made from the net's by ``how`` since ``start`` (perf_counter),
+    as its result; ``refinement`` (the record's) gains the seconds and, with a reference, the net's own scores."""
+    seconds = time.perf_counter() - start
+    result = dataclasses.replace(
+        restoration.result,
+        image=image,
+        returned=f"{restoration.result.returned}, then {how}",
+        seconds=restoration.result.seconds + seconds,
+    )
+    metrics = dict(restoration.metrics)
+    refinement = {**refinement, "seconds": round(seconds, 3)}
     if metrics and plan.reference is not None:
         clean = plan.reference.pixels
         refinement["fit_psnr"] = round(metrics["psnr"], 4)

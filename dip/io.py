@@ -47,6 +47,8 @@ from .files import atomic_output, one_line, os_reason
 if TYPE_CHECKING:  # torch is imported where it is used, so that `import dip.io` stays light for the CLI
     import torch
 
+    from .jpeg import Coding
+
 _FORMATS = {
     ".png": "PNG",
     ".jpg": "JPEG",
@@ -83,6 +85,7 @@ class Picture:
     mode: str
     icc_profile: bytes | None
     path: Path | None = None
+    jpeg: Coding | None = None  # how a JPEG file was coded (dip.jpeg), for its restoration; None for the rest
 
     def __post_init__(self) -> None:
         self.pixels = np.asarray(self.pixels, dtype=np.float32)
@@ -234,6 +237,10 @@ def _decode(path: Path, limit: int | None, fail) -> tuple[Decoded, int, bytes | 
                 # e.g. LZW or JPEG compression needs the optional imagecodecs package; 8 bits beat failing
                 notes.append(f"'{path}': 16-bit colour TIFF read as 8-bit ({one_line(e)})")
         orientation = _exif_orientation(im, notes, path)
+        if im.format == "JPEG" and orientation == 1:  # the blocks of a turned picture are not on its grid
+            from .jpeg import coding_of
+
+            decoded = decoded._replace(coding=coding_of(im))
     return decoded, orientation, icc, notes
 
 
@@ -245,6 +252,7 @@ def _oriented_picture(decoded: Decoded, orientation: int, icc: bytes | None, pat
         mode=decoded.mode,
         icc_profile=icc,
         path=path,
+        jpeg=decoded.coding,
     )
 
 

@@ -76,6 +76,22 @@ class Identity(Operator):
         return x
 
 
+@dataclass(frozen=True, eq=False)
+class Decoded(Identity):
+    """A decoded JPEG file: the image itself was observed, and ``planes`` (dip.jpeg) hold what the file says of
+    it, each block coefficient's quantisation interval, which the finished image is put back inside. The fit
+    itself is the plain one: a loss that let the net roam inside the intervals did worse (README)."""
+
+    planes: tuple = ()
+    coding: str = ""  # "4:2:0", "gray", ...: for the record
+
+    def record(self) -> dict:
+        return {"jpeg_coding": self.coding}
+
+    def crop(self, box: Box) -> Operator:
+        return Identity()  # a tile is fitted plainly; the joined image is finished with the whole file's planes
+
+
 @dataclass(frozen=True)
 class Mask(Operator):
     """The pixels where ``mask`` (1, 1, H, W) is 1 were observed; the fit fills in those where it is 0."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import jpeg
 from .checkpoint import fingerprint_of, load_checkpoint, save_checkpoint
 from .config import NO_OVERRIDES, Loss, Overrides, Preset, Task, grown, resolve_preset
 from .degradations import is_scattered
@@ -29,10 +30,11 @@ from .device import resolve_device
 from .errors import DeviceError, InputError, UsageError
 from .fit import FitResult, Step, fit, fit_parallel
 from .io import Picture, read_image, read_mask, write_image
+from .jpeg import planes_of
 from .layout import Layout, choose_layout, parse_tile
 from .memory import check_fits, out_of_memory_message
 from .metrics import ReferenceTracker
-from .operators import Blur, Downsample, Identity, Mask, Observation, Operator, blur_kernel
+from .operators import Blur, Decoded, Downsample, Identity, Mask, Observation, Operator, blur_kernel
 from .report import report_path, write_report, write_sidecar
 from .restoration import Restoration, averaged, restart_seed, scores
 from .snapshots import Snapshot, SnapshotPlan, SnapshotRecorder, make_pictures
@@ -75,7 +77,9 @@ def choose_task(
     return task
 
 
-def operator_for(task: Task, known: np.ndarray | None, scale: int | None, blur: str | None) -> Operator:
+def operator_for(
+    task: Task, known: np.ndarray | None, scale: int | None, blur: str | None, picture: Picture | None = None
+) -> Operator:
     """The forward operator of a task: where a new task says what ``A`` is."""
     if task is Task.inpaint:
         return Mask(torch.from_numpy(known.astype(np.float32))[None, None])
@@ -83,6 +87,8 @@ def operator_for(task: Task, known: np.ndarray | None, scale: int | None, blur: 
         return Downsample(scale)
     if task is Task.deblur:
         return Blur(blur_kernel(blur), blur)
+    if task is Task.jpeg and picture is not None and picture.jpeg is not None:
+        return Decoded(planes_of(picture.pixels, picture.jpeg), picture.jpeg.describe())
     return Identity()
 
 
@@ -194,7 +200,7 @@ def prepare(
     device = device if isinstance(device, torch.device) else resolve_device(device)
     picture = load_picture(image)
     known = read_known(mask, picture, mask_invert)
-    operator = operator_for(chosen_task, known, scale, blur)
+    operator = operator_for(chosen_task, known, scale, blur, picture)
     operator.check(*picture.pixels.shape[:2])
     observation = Observation(picture.to_tensor(), operator)
     noise = choose_noise(overrides.noise, chosen_task, observation.y)
@@ -298,11 +304,14 @@ def solve(
 
 
 def finished(plan: Plan, restoration: Restoration | None) -> Restoration | None:
-    """The restoration as returned: on Gaussian noise finished by dip.denoise's filter, unless interrupted (the
-    user asked for the image as it stood). None (another process's share of a split run) stays None."""
-    if restoration is None or not refines(plan) or restoration.result.stop_reason == "interrupted":
+    """The restoration as returned: on Gaussian noise finished by dip.denoise's filter, a JPEG file's put back
+    inside its quantisation intervals (dip.jpeg), unless interrupted (the user asked for the image as it stood).
+    None (another process's share of a split run) stays None."""
+    if restoration is None or restoration.result.stop_reason == "interrupted":
         return restoration
-    return refined(plan, restoration)
+    if isinstance(plan.observation.operator, Decoded):
+        return jpeg.refined(plan, restoration)
+    return refined(plan, restoration) if refines(plan) else restoration
 
 
 def _solve_one(plan, observe, interrupt, snapshots, checkpoint, checkpoint_every, resume, track_every) -> Restoration:

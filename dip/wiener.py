@@ -17,6 +17,7 @@ time, so memory grows with the image's width, not its area.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +34,14 @@ _OPPONENT = torch.tensor(
 _FAR = 1e3  # the value the pilot is padded with: a candidate patch that leaves the image is never matched
 
 
-def _dct_matrix(n: int) -> torch.Tensor:
-    """The orthonormal DCT-II as an n x n matrix (rows are basis functions)."""
+def dct_matrix(n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The orthonormal DCT-II as an n x n matrix (rows are basis functions; JPEG's 8 x 8 block transform is
+    D @ block @ D.T with n = 8)."""
     k = torch.arange(n, dtype=torch.float64)[:, None]
     i = torch.arange(n, dtype=torch.float64)[None, :]
     matrix = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2 / n)
     matrix[0] /= math.sqrt(2)
-    return matrix.float()
+    return matrix.to(dtype)
 
 
 def _haar_matrix(n: int) -> torch.Tensor:
@@ -70,7 +72,7 @@ def _positions(extent: int, patch: int, stride: int) -> torch.Tensor:
 def collaborative_wiener(
     noisy: torch.Tensor,
     pilot: torch.Tensor,
-    sigma: float,
+    sigma: float | Sequence[float],
     *,
     patch: int = 8,
     group: int = 32,
@@ -82,14 +84,19 @@ def collaborative_wiener(
     match: float = 400.0,
 ) -> torch.Tensor:
     """The Wiener estimate of ``noisy`` (C x H x W, values in [0, 1], white noise of standard deviation ``sigma``
-    on that scale) with ``pilot`` (same shape) as the estimate of its clean signal. ``group`` patches of
+    on that scale) with ``pilot`` (same shape) as the estimate of its clean signal. ``sigma`` may also be one value per
+channel, a colour image's in the opponent colours (luminance first) where the filter works. ``group`` patches of
     ``patch`` x ``patch`` pixels, matched within ``radius`` pixels of every ``stride``-th patch; ``band``: about
     how many reference patches are filtered at once (memory)."""
     if noisy.shape != pilot.shape or noisy.dim() != 3:
         raise ValueError(f"noisy {tuple(noisy.shape)} and pilot {tuple(pilot.shape)} must both be C x H x W")
     channels, height, width = noisy.shape
     patch = min(patch, height, width)
-    if sigma <= 0:
+    if not isinstance(sigma, (int, float)):  # per channel, broadcast over (channels, groups, size, patch^2)
+        sigma = torch.tensor(sigma, dtype=torch.float32).reshape(-1, 1, 1, 1)
+        if sigma.numel() != channels:
+            raise ValueError(f"{sigma.numel()} noise levels for {channels} channels")
+    if not (torch.as_tensor(sigma) > 0).all():
         return noisy.clone()
     noisy, pilot = noisy.float(), pilot.float()
     if channels == 3:
@@ -98,7 +105,7 @@ def collaborative_wiener(
     rows, cols = _positions(height, patch, stride), _positions(width, patch, stride)
     last_row, last_col = height - patch, width - patch
     group = min(group, (min(radius, last_row) + 1) * (min(radius, last_col) + 1))  # candidates a corner has
-    patch_dct = torch.kron(_dct_matrix(patch), _dct_matrix(patch))  # 2-D DCT of a flattened patch
+    patch_dct = torch.kron(dct_matrix(patch), dct_matrix(patch))  # 2-D DCT of a flattened patch
     # BM3D's matching thresholds are mean squared differences on the 0-255 scale of a mean-luminance channel;
     # the luminance here is sqrt(3) times that mean.
     scale = (3.0 if channels == 3 else 1.0) / 255.0**2
@@ -165,7 +172,8 @@ def _filter(pixels, flat_noisy, flat_pilot, sigma, shrink, threshold, stack_dct,
         pilot_spectrum = stack_dct @ (flat_pilot[:, pixels] @ patch_dct.T)
         gain = pilot_spectrum**2 / (pilot_spectrum**2 + sigma**2)
     estimate = stack_dct.T @ ((gain * noisy_spectrum) @ patch_dct)
-    weight = 1.0 / (sigma**2 * gain.pow(2).sum(dim=(2, 3)).clamp_min(1e-12))  # (channels, groups)
+    variance = sigma[..., 0, 0] ** 2 if isinstance(sigma, torch.Tensor) else sigma**2
+    weight = 1.0 / (variance * gain.pow(2).sum(dim=(2, 3)).clamp_min(1e-12))  # (channels, groups)
     weighted = estimate * window * weight[..., None, None]
     index = pixels.reshape(-1)
     for channel in range(channels):
