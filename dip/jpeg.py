@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -196,16 +197,40 @@ SIGMA_FROM_DISTANCE = 2.0
 _SMALLEST = 16  # px: a thinner image has too few patches for the filter to match
 
 
+def blockiness(image: torch.Tensor) -> float:
+    """How much stronger the luma's steps are across the 8x8 grid's lines than between the other neighbours:
+    mean squared difference at block edges over that inside blocks (about 1 for a picture without blocks,
+    more for a JPEG). Measured without a reference, on (1, C, H, W) in [0, 1]; NaN below two blocks."""
+    luma = to_ycbcr(image.double())[0, 0]
+    ratios = []
+    for steps in (luma.diff(dim=1), luma.diff(dim=0).T):  # across columns, then across rows
+        edges = torch.arange(steps.shape[1]) % BLOCK == BLOCK - 1
+        if edges.any() and (~edges).any():
+            ratios.append(steps[:, edges].square().mean() / steps[:, ~edges].square().mean().clamp_min(1e-12))
+    return float(torch.stack(ratios).mean()) if ratios else float("nan")
+
+
+class Finished(NamedTuple):
+    image: torch.Tensor  # (1, C, H, W)
+    sigma: float | None  # the filter's, on the 0-1 scale; None: it did not run
+    blockiness: tuple[float, float]  # the decoded image's and the finished one's
+    kept_input: bool  # the guard returned the decoded image: the finished one was no less blocky
+
+
 def finish(decoded: torch.Tensor, fitted: torch.Tensor, planes: tuple[Plane, ...], *, filtered: bool = True):
-    """The final image (1, C, H, W) from the decoded one and the net's: the net's image put inside the file's
+    """The final image from the decoded one and the net's (1, C, H, W): the net's image put inside the file's
     intervals, then (``filtered``) a collaborative Wiener filter of the decoded image with it as the pilot, put
-    inside them again. Returns (image, the filter's sigma on the 0-1 scale, or None when it did not run)."""
-    pilot = project(fitted, planes)
+    inside them again. The guard: an image no less blocky than the decoded one is no restoration of it, and the
+    decoded image is returned instead."""
+    image = pilot = project(fitted, planes)
     sigma = SIGMA_FROM_DISTANCE * (decoded - pilot).square().mean().sqrt().item()
     if not filtered or min(decoded.shape[-2:]) < _SMALLEST or not sigma > 0.5 / 255:
-        return pilot, None
-    filtered_image = collaborative_wiener(decoded[0], pilot[0], sigma)[None]
-    return project(filtered_image, planes), sigma
+        sigma = None
+    else:
+        image = project(collaborative_wiener(decoded[0], pilot[0], sigma)[None], planes)
+    before, after = blockiness(decoded), blockiness(image)
+    kept_input = after >= before  # False when either is NaN (too small to tell): the finished image stands
+    return Finished(decoded.clone() if kept_input else image, sigma, (before, after), kept_input)
 
 
 def refined(plan, restoration):
@@ -213,10 +238,17 @@ def refined(plan, restoration):
     :func:`finish`; the record says how, with the net's own scores beside the final ones."""
     start = time.perf_counter()
     operator = plan.observation.operator
-    decoded = plan.observation.y
-    image, sigma = finish(decoded, restoration.result.image.cpu(), operator.planes, filtered=plan.preset.wiener)
+    done = finish(plan.observation.y, restoration.result.image.cpu(), operator.planes, filtered=plan.preset.wiener)
     how = "projected onto the file's quantisation intervals"
-    if sigma is not None:
+    if done.sigma is not None:
         how += ", a collaborative Wiener filter with that as its pilot, projected again"
-    refinement = {"method": how, "sigma": None if sigma is None else round(sigma * 255, 3), "sigma_from": "estimated"}
-    return with_finished_image(plan, restoration, image, refinement, how, start)
+    if done.kept_input:
+        how = "the input itself: the restoration was no less blocky"
+    refinement = {
+        "method": how,
+        "sigma": None if done.sigma is None else round(done.sigma * 255, 3),
+        "sigma_from": "estimated",
+        "blockiness": {"input": round(done.blockiness[0], 4), "output": round(done.blockiness[1], 4)},
+        "kept_input": done.kept_input,
+    }
+    return with_finished_image(plan, restoration, done.image, refinement, how, start)
