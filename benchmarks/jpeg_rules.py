@@ -29,8 +29,9 @@ SIGMAS = (3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 14.0)
 def methods() -> dict:
     chosen = {
         "tv": lambda plane, sigma: denoise_tv_chambolle(plane, weight=0.75 * sigma),
-        "nlm": lambda plane, sigma: denoise_nl_means(plane, h=0.6 * sigma, sigma=sigma, fast_mode=True,
-                                                     patch_size=5, patch_distance=6),  # fmt: skip
+        "nlm": lambda plane, sigma: denoise_nl_means(
+            plane, h=0.6 * sigma, sigma=sigma, fast_mode=True, patch_size=5, patch_distance=6
+        ),  # fmt: skip
     }
     if importlib.util.find_spec("bm3d"):
         import bm3d

@@ -340,8 +340,8 @@ def _fast(light: Preset, net_name: str) -> Preset:
 
 FAST_DENOISE = _fast(LIGHT_DENOISE, "denoising")
 # JPEG: the net's image is the pilot of dip.jpeg.finish, which decides most of the result: at 128 px, q 10 and 20, a
-# 400-step schedule gave the same images as 700 (+0.03 dB on the four tuning images) in 60 % of the time, and two
-# restarts averaged added 0.01 dB for twice the time (README, "JPEG artifacts").
+# 400-step schedule did as well as 700 (+0.07 dB at q 10, level at q 20, four tuning images) in 60 % of the time,
+# and two restarts averaged added 0.01-0.03 dB for twice the time (README, "JPEG artifacts").
 FAST_JPEG_STEPS = 400
 FAST_JPEG = replace(
     _fast(LIGHT_JPEG, "JPEG"),
@@ -499,7 +499,7 @@ class Overrides:
     window: int | None = None
     patience: int | None = None
     noise_floor: float | None = None
-    wiener: bool | None = None  # False: return the net's image, without dip.denoise's collaborative filter
+    wiener: bool | None = None  # False: no collaborative filter (dip.denoise, dip.jpeg) after the fit
     noise: str = "auto"  # denoising's noise model, one of NOISES (auto: impulse if the input shows them)
     sigma: float | None = None  # the noise's standard deviation on the 0-255 scale (None: estimated)
 

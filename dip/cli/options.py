@@ -118,7 +118,8 @@ _OVERRIDES = {
         bool | None,
         typer.Option(
             "--wiener/--no-wiener",
-            help="Gaussian denoising: finish the net's image with a collaborative Wiener filter [on].",
+            help="Finish the net's image with a collaborative Wiener filter: Gaussian denoising, and a .jpg (which is "
+            "still put inside its quantisation intervals without it) [on].",
             show_default=False,
         ),
     ],
