@@ -14,6 +14,7 @@ step); the subsampled chroma is first recovered from the decoder's upsampled pla
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -110,16 +111,22 @@ def from_blocks(coefficients: torch.Tensor) -> torch.Tensor:
 def fancy_upsampling(size: int, factor: int) -> np.ndarray:
     """(size, ceil(size / factor)): libjpeg's "fancy" upsampling of one direction, the triangle filter that puts
     3/4 of each output pixel on its own sample and 1/4 on the nearer neighbour (edges repeat)."""
-    samples = -(-size // factor)
-    matrix = np.zeros((factor * samples, samples))
     if factor == 1:
         return np.eye(size)
+    samples = -(-size // factor)
+    matrix = np.zeros((factor * samples, samples))
     for i in range(samples):
         matrix[2 * i, i] += 0.75
         matrix[2 * i, max(i - 1, 0)] += 0.25
         matrix[2 * i + 1, i] += 0.75
         matrix[2 * i + 1, min(i + 1, samples - 1)] += 0.25
     return matrix[:size]
+
+
+@functools.lru_cache(maxsize=2)  # the rows' and the columns' of one image
+def _unsampling(size: int, factor: int) -> np.ndarray:
+    """The least-squares inverse of :func:`fancy_upsampling`, shared by Cb and Cr."""
+    return np.linalg.pinv(fancy_upsampling(size, factor))
 
 
 @dataclass(frozen=True)
@@ -155,9 +162,7 @@ def planes_of(decoded: np.ndarray, coding: Coding) -> tuple[Plane, ...]:
         if factor == (1, 1):
             samples = full
         else:  # the decoder's upsampled plane -> the samples it was upsampled from, by least squares
-            rows = np.linalg.pinv(fancy_upsampling(height, factor[0]))
-            cols = np.linalg.pinv(fancy_upsampling(width, factor[1]))
-            samples = rows @ full @ cols.T
+            samples = _unsampling(height, factor[0]) @ full @ _unsampling(width, factor[1]).T
         inner = (height // (BLOCK * factor[0]) * BLOCK, width // (BLOCK * factor[1]) * BLOCK)
         steps = torch.from_numpy(table)
         coefficients = blocks_of(torch.from_numpy(np.ascontiguousarray(samples[: inner[0], : inner[1]]))[None])[0]
